@@ -1,0 +1,52 @@
+"""Postgres tables. They hold metadata and Vault references only: never a byte of a secret."""
+
+from __future__ import annotations
+
+from piccolo.columns import UUID, Array, Integer, Timestamptz, Varchar
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+
+class Credential(Table, tablename="credential"):
+    """One stored credential: what the API shows, plus where its secret lives in Vault."""
+
+    id = UUID(primary_key=True)
+    workspace_id = Varchar(length=255, help_text="Indexed together with each list filter (see the indexes migration).")
+    label = Varchar(length=100)
+    description = Varchar(length=255, null=True, default=None)
+    auth_type = Varchar(length=32)
+    credential_type = Varchar(length=32, null=True, default=None)
+    credential_scope = Varchar(length=255)
+    provider = Varchar(length=255, default="custom")
+    user_id = Varchar(length=255, null=True, default=None)
+    created_by = Varchar(length=255)
+    status = Varchar(length=32, default="active")
+    expires_at = Timestamptz(null=True, default=None)
+    last_used_at = Timestamptz(null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())
+    updated_at = Timestamptz(default=TimestamptzNow())
+    state = Varchar(
+        length=16,
+        default="pending",
+        help_text=(
+            "Where the row is in the write protocol: 'pending' until its secret is in Vault, 'active' once the API "
+            "shows it, 'deleting' while its secret is destroyed. Only 'active' rows are visible."
+        ),
+    )
+    kv_version = Integer(default=0, help_text="The KV v2 version of the secret that the API serves (0: none yet).")
+
+
+class ApiKey(Table, tablename="api_key"):
+    """A workspace API key. The key itself is never stored: only the SHA-256 of its secret part."""
+
+    id = UUID(primary_key=True)
+    workspace_id = Varchar(length=255, index=True)
+    label = Varchar(length=255, null=True, default=None)
+    lookup_id = Varchar(
+        length=32, unique=True, help_text="The public part of the key (ck_<lookup_id>_<secret>), used to find the row."
+    )
+    secret_hash = Varchar(length=64, help_text="Hex SHA-256 of the secret part, compared in constant time.")
+    permissions = Array(base_column=Varchar(length=16))
+    status = Varchar(length=16, default="active")
+    expires_at = Timestamptz(null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())

@@ -1,0 +1,1 @@
+"""The credentials service: HTTP API, auth, credential logic and the credctl CLI."""

@@ -1,0 +1,129 @@
+"""The app factory: ``uvicorn --factory service.app:create_app``. Nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Router, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response import Response
+
+from db.engine import bind
+from db.tables import Credential
+from service.api import CredentialController
+from service.auth import Principal, auth_guard, provide_principal
+from service.config import Settings
+from service.credentials import CredentialService
+from service.errors import EXCEPTION_HANDLERS
+from service.request_id import provide_request_id, request_id_middleware
+from service.schemas import Health
+from vault.store import SecretStore
+
+log = logging.getLogger("service")
+
+
+@asynccontextmanager
+async def database(app: Litestar) -> AsyncIterator[None]:
+    """The Postgres pool for the app's lifetime; fails the start-up if Postgres cannot be reached."""
+    settings: Settings = app.state.settings
+    engine = bind(settings.database_url)
+    await engine.start_connection_pool(min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    app.state.engine = engine
+    try:
+        yield
+    finally:
+        await engine.close_connection_pool()
+
+
+@asynccontextmanager
+async def secret_store(app: Litestar) -> AsyncIterator[None]:
+    """The Vault client and its worker pool; fails the start-up if Vault is unreachable or the token is refused."""
+    settings: Settings = app.state.settings
+    if not settings.vault_token:
+        raise RuntimeError("AppRole login is not supported yet: set VAULT_TOKEN")
+    store = SecretStore.connect(
+        settings.vault_addr,
+        settings.vault_token,
+        workers=settings.vault_workers,
+        timeout=settings.vault_timeout,
+        transit_mount=settings.transit_mount,
+        transit_key=settings.transit_key,
+        kv_mount=settings.kv_mount,
+    )
+    try:
+        await store.check_token()
+        app.state.store = store
+        app.state.credentials = CredentialService(store)
+        yield
+    finally:
+        store.close()
+
+
+def provide_credentials(request: Any) -> CredentialService:
+    service: CredentialService = request.app.state.credentials
+    return service
+
+
+@get("/health/live", include_in_schema=True, tags=["Health"], summary="Liveness")
+async def live() -> Health:
+    """The process is up and serving HTTP."""
+    return Health(status="ok")
+
+
+@get("/health/ready", include_in_schema=True, tags=["Health"], summary="Readiness")
+async def ready(request: Any) -> Response[Health]:
+    """Postgres and Vault both answer; 503 otherwise (with the failing check named)."""
+    checks = {"database": "ok", "vault": "ok"}
+    try:
+        await Credential.raw("SELECT 1")
+    except Exception:  # noqa: BLE001 (any failure means not ready)
+        checks["database"] = "unavailable"
+    store: SecretStore = request.app.state.store
+    if not await store.ping():
+        checks["vault"] = "unavailable"
+    ok = all(value == "ok" for value in checks.values())
+    return Response(Health(status="ok" if ok else "unavailable", checks=checks), status_code=200 if ok else 503)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    api = Router(
+        path="/api/v1",
+        route_handlers=[CredentialController],
+        guards=[auth_guard],
+        dependencies={
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            "credentials": Provide(provide_credentials, sync_to_thread=False),
+            "request_id": Provide(provide_request_id, sync_to_thread=False),
+        },
+        signature_namespace={"Principal": Principal, "CredentialService": CredentialService},
+    )
+    return Litestar(
+        route_handlers=[api, live, ready],
+        lifespan=[database, secret_store],
+        middleware=[request_id_middleware],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Credentials service",
+            version="0.1.0",
+            description="Mielto's Credentials API, with secrets in Vault (transit + KV v2) and metadata in Postgres.",
+            path="/schema",
+            components=Components(
+                security_schemes={"DualAuthScheme": SecurityScheme(type="http", scheme="bearer")}
+            ),
+        ),
+        logging_config=LoggingConfig(
+            root={"level": settings.log_level, "handlers": ["queue_listener"]},
+            log_exceptions="never",
+        ),
+        state=State({"settings": settings}),
+        debug=False,
+    )

@@ -1,0 +1,169 @@
+"""Settings: one frozen object built from the environment (the only module that reads ``os.environ``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting is missing or has a value the service refuses to run with."""
+
+
+# Values that only make sense on a developer's machine; refused outside dev mode.
+_PLACEHOLDER_TOKENS = frozenset({"root", "dev-root-token", "dev-only-token", "changeme", "token"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the service is configured with. Every field maps to one environment variable (README table)."""
+
+    database_url: str
+    """``DATABASE_URL``: Postgres DSN for the metadata, e.g. ``postgresql://user@127.0.0.1:5432/credentials``."""
+
+    vault_addr: str
+    """``VAULT_ADDR``: base URL of Vault or OpenBao, e.g. ``http://127.0.0.1:8200``."""
+
+    vault_token: str | None = field(default=None, repr=False)
+    """``VAULT_TOKEN``: a Vault token. Required unless AppRole is configured."""
+
+    vault_role_id: str | None = field(default=None, repr=False)
+    """``VAULT_ROLE_ID`` (or ``VAULT_ROLE_ID_FILE``): AppRole role id, used with ``VAULT_SECRET_ID``."""
+
+    vault_secret_id: str | None = field(default=None, repr=False)
+    """``VAULT_SECRET_ID`` (or ``VAULT_SECRET_ID_FILE``): AppRole secret id."""
+
+    dev_mode: bool = False
+    """``CREDENTIALS_DEV_MODE``: allows placeholder tokens and root tokens; never in production."""
+
+    transit_mount: str = "transit"
+    """``CREDENTIALS_TRANSIT_MOUNT``: mount path of the transit engine."""
+
+    transit_key: str = "credentials"
+    """``CREDENTIALS_TRANSIT_KEY``: name of the derived transit key that encrypts every secret."""
+
+    kv_mount: str = "credentials"
+    """``CREDENTIALS_KV_MOUNT``: mount path of the KV v2 engine that holds the ciphertexts."""
+
+    vault_workers: int = 32
+    """``CREDENTIALS_VAULT_WORKERS``: threads running Vault calls; also the size of the HTTP pool to Vault."""
+
+    vault_timeout: float = 5.0
+    """``CREDENTIALS_VAULT_TIMEOUT``: seconds before one Vault call is given up (answers 503)."""
+
+    db_pool_min: int = 2
+    """``CREDENTIALS_DB_POOL_MIN``: connections the Postgres pool keeps open."""
+
+    db_pool_max: int = 32
+    """``CREDENTIALS_DB_POOL_MAX``: most connections the Postgres pool opens."""
+
+    max_body_bytes: int = 256 * 1024
+    """``CREDENTIALS_MAX_BODY_BYTES``: request bodies larger than this answer 413."""
+
+    retry_after_seconds: int = 5
+    """``CREDENTIALS_RETRY_AFTER``: the ``Retry-After`` sent with 503 when a backend is unavailable."""
+
+    log_level: str = "INFO"
+    """``CREDENTIALS_LOG_LEVEL``: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is required (e.g. postgresql://postgres@127.0.0.1:5432/credentials)")
+        if not self.vault_addr:
+            raise ConfigError("VAULT_ADDR is required (e.g. http://127.0.0.1:8200)")
+        has_approle = bool(self.vault_role_id and self.vault_secret_id)
+        if not self.vault_token and not has_approle:
+            raise ConfigError("set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole login")
+        if self.vault_token in _PLACEHOLDER_TOKENS and not self.dev_mode:
+            raise ConfigError("VAULT_TOKEN is a placeholder; set a real token or CREDENTIALS_DEV_MODE=true")
+        if self.vault_workers < 1 or self.db_pool_max < 1 or self.db_pool_min > self.db_pool_max:
+            raise ConfigError("pool sizes must be positive and CREDENTIALS_DB_POOL_MIN <= CREDENTIALS_DB_POOL_MAX")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); raises ``ConfigError`` naming what is wrong."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "database_url": env.get("DATABASE_URL", ""),
+            "vault_addr": env.get("VAULT_ADDR", ""),
+            "vault_token": env.get("VAULT_TOKEN") or None,
+            "vault_role_id": _value_or_file(env, "VAULT_ROLE_ID"),
+            "vault_secret_id": _value_or_file(env, "VAULT_SECRET_ID"),
+        }
+        converters = {bool: _bool, int: int, float: float, str: str}
+        for f in fields(cls):
+            name = _ENV_NAMES.get(f.name)
+            if name is None or name not in env:
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = converters[kind](env[name])
+            except ValueError:
+                raise ConfigError(f"{name}={env[name]!r} is not a valid {kind.__name__}") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+
+_ENV_NAMES = {
+    "dev_mode": "CREDENTIALS_DEV_MODE",
+    "transit_mount": "CREDENTIALS_TRANSIT_MOUNT",
+    "transit_key": "CREDENTIALS_TRANSIT_KEY",
+    "kv_mount": "CREDENTIALS_KV_MOUNT",
+    "vault_workers": "CREDENTIALS_VAULT_WORKERS",
+    "vault_timeout": "CREDENTIALS_VAULT_TIMEOUT",
+    "db_pool_min": "CREDENTIALS_DB_POOL_MIN",
+    "db_pool_max": "CREDENTIALS_DB_POOL_MAX",
+    "max_body_bytes": "CREDENTIALS_MAX_BODY_BYTES",
+    "retry_after_seconds": "CREDENTIALS_RETRY_AFTER",
+    "log_level": "CREDENTIALS_LOG_LEVEL",
+}
+
+
+def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """``DATABASE_URL`` alone, for commands that only touch Postgres (``credctl migrate``, ``api-key``)."""
+    env = os.environ if environ is None else environ
+    url = env.get("DATABASE_URL", "")
+    if not url:
+        raise ConfigError("DATABASE_URL is required (e.g. postgresql://postgres@127.0.0.1:5432/credentials)")
+    return url
+
+
+def vault_admin_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``VAULT_ADDR`` and an operator's ``VAULT_TOKEN``, for ``credctl vault-bootstrap``."""
+    env = os.environ if environ is None else environ
+    addr, token = env.get("VAULT_ADDR", ""), env.get("VAULT_TOKEN", "")
+    if not addr or not token:
+        raise ConfigError("vault-bootstrap needs VAULT_ADDR and an operator's VAULT_TOKEN")
+    return addr, token
+
+
+def engine_names_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The transit mount, transit key and KV mount names (with their defaults)."""
+    env = os.environ if environ is None else environ
+    return {
+        name: env.get(_ENV_NAMES[name], str(getattr(Settings, name)))
+        for name in ("transit_mount", "transit_key", "kv_mount")
+    }
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(raw)
+
+
+def _value_or_file(env: Mapping[str, str], name: str) -> str | None:
+    """``NAME`` itself, or the stripped content of the file named by ``NAME_FILE`` (Docker/K8s secrets)."""
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None

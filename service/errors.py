@@ -1,0 +1,186 @@
+"""The service's errors and the one mapping that turns every error into a response Mielto clients parse.
+
+    ServiceError                      {"detail": "..."}
+    ├── NotFound              404     also for another workspace's objects, byte for byte the same
+    ├── Unauthorized          401     with WWW-Authenticate: Bearer
+    ├── Forbidden             403     names the missing permission
+    ├── Conflict              409
+    ├── RequestInvalid        422     {"detail": [{"loc": [...], "msg": "...", "type": "..."}]}
+    └── BackendUnavailable    503     with Retry-After; Vault or Postgres cannot serve now
+
+Errors from below (``vault.errors``, asyncpg, Litestar's own validation) are translated here, once. Their
+messages can carry URLs, SQL or hostnames, so they go to the log and never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import asyncpg
+from litestar import MediaType, Request, Response
+from litestar.exceptions import ClientException, HTTPException, SerializationException, ValidationException
+from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_500_INTERNAL_SERVER_ERROR
+
+from vault.errors import VaultError, VaultUnavailable
+
+log = logging.getLogger("service.errors")
+
+
+class ServiceError(Exception):
+    status_code = HTTP_500_INTERNAL_SERVER_ERROR
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012 (read-only class constant)
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+
+
+class Conflict(ServiceError):
+    status_code = 409
+
+
+class BackendUnavailable(ServiceError):
+    status_code = 503
+
+
+class RequestInvalid(ServiceError):
+    status_code = HTTP_422_UNPROCESSABLE_ENTITY
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("Validation error")
+        self.errors = errors
+
+    @classmethod
+    def at(cls, loc: list[str | int], msg: str, type_: str) -> RequestInvalid:
+        return cls([{"loc": loc, "msg": msg, "type": type_}])
+
+
+CREDENTIAL_NOT_FOUND = "Credential not found"
+
+# asyncpg and the OS raise these when Postgres is down, restarting or unreachable.
+DATABASE_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+# msgspec's messages, turned into the (msg, type) pairs FastAPI clients know from pydantic.
+_MESSAGES: list[tuple[re.Pattern[str], str, str]] = [
+    (re.compile(r"Object missing required field `(?P<field>[^`]+)`"), "Field required", "missing"),
+    (re.compile(r"Object contains unknown field `(?P<field>[^`]+)`"), "Extra inputs are not permitted", "extra_forbidden"),
+    (re.compile(r"Expected `str` of length <= (?P<n>\d+)"), "String should have at most {n} characters", "string_too_long"),
+    (re.compile(r"Expected `str` of length >= (?P<n>\d+)"), "String should have at least {n} characters", "string_too_short"),
+    (re.compile(r"Expected `int` >= (?P<n>-?\d+)"), "Input should be greater than or equal to {n}", "greater_than_equal"),
+    (re.compile(r"Expected `int` <= (?P<n>-?\d+)"), "Input should be less than or equal to {n}", "less_than_equal"),
+    (re.compile(r"Invalid enum value (?P<value>.+)"), "Input should be one of the allowed values, not {value}", "enum"),
+    (re.compile(r"Expected `int`, got `str`"), "Input should be a valid integer", "int_parsing"),
+    (re.compile(r"Expected `(?P<want>[^`|]+)[^,]*, got `(?P<got>[^`]+)`"), "Input should be a valid {want}, not {got}", "{want}_type"),
+]
+_TYPE_NAMES = {"str": "string", "int": "integer", "object": "dictionary", "array": "list", "bool": "boolean"}
+
+
+def _translate_message(message: str) -> tuple[str, str, str | None]:
+    """(msg, type, field) for one msgspec message; ``field`` is set when the message names a missing/unknown one."""
+    for pattern, msg, type_ in _MESSAGES:
+        match = pattern.search(message)
+        if match:
+            values = {k: _TYPE_NAMES.get(v, v) for k, v in match.groupdict().items()}
+            return msg.format(**values), type_.format(**values), match.groupdict().get("field")
+    return message, "value_error", None
+
+
+_HEADER_NAMES = {"x_workspace_id": "X-Workspace-Id", "x_api_key": "X-API-Key", "authorization": "Authorization"}
+
+
+def validation_to_422(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """Litestar's validation failures (body, query, path, header) as FastAPI's 422 shape."""
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        raw_source = item.get("source") or "body"
+        source = str(getattr(raw_source, "value", raw_source))
+        key = str(item.get("key") or "")
+        msg, type_, field = _translate_message(str(item.get("message", "")))
+        loc: list[str | int] = [source]
+        if source == "header":
+            loc.append(_HEADER_NAMES.get(key, key))
+        elif key and key != "data":
+            loc.extend(int(part) if part.isdigit() else part for part in key.split("."))
+        if field:
+            loc.append(field)
+        errors.append({"loc": loc, "msg": msg, "type": type_})
+    if not errors:
+        errors.append({"loc": ["body"], "msg": "Invalid request", "type": "value_error"})
+    return _json({"detail": errors}, HTTP_422_UNPROCESSABLE_ENTITY)
+
+
+def client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own HTTP errors (404 route, 405, 413, malformed JSON) in the ``{"detail": ...}`` shape."""
+    if isinstance(exc, ClientException) and isinstance(exc.__cause__, SerializationException):
+        # The body is not JSON (or not the JSON msgspec can read): a 422, as FastAPI answers.
+        return _json(
+            {"detail": [{"loc": ["body"], "msg": "JSON decode error: the body is not valid JSON", "type": "json_invalid"}]},
+            HTTP_422_UNPROCESSABLE_ENTITY,
+        )
+    if exc.status_code >= 500:
+        log.error("internal error: %s", exc.detail)
+        return _json({"detail": "Internal Server Error"}, exc.status_code)
+    return _json({"detail": exc.detail}, exc.status_code, exc.headers)
+
+
+def service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
+    if isinstance(exc, RequestInvalid):
+        return _json({"detail": exc.errors}, exc.status_code)
+    headers = exc.headers
+    if isinstance(exc, BackendUnavailable):
+        headers = {"Retry-After": str(request.app.state.settings.retry_after_seconds)}
+    return _json({"detail": exc.detail}, exc.status_code, headers)
+
+
+def vault_error(request: Request[Any, Any, Any], exc: VaultError) -> Response[Any]:
+    """Any Vault failure that reached the edge: the secret store cannot serve, so 503 (never Vault's message)."""
+    level = logging.WARNING if isinstance(exc, VaultUnavailable) else logging.ERROR
+    log.log(level, "vault %s: %s", type(exc).__name__, exc)
+    return service_error(request, BackendUnavailable("The secret store is unavailable; retry later"))
+
+
+def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return service_error(request, BackendUnavailable("The database is unavailable; retry later"))
+
+
+def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        return database_error(request, exc)
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _json({"detail": "Internal Server Error"}, HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+def _json(content: Any, status_code: int, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(content, status_code=status_code, headers=headers, media_type=MediaType.JSON)
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    ValidationException: validation_to_422,
+    HTTPException: client_error,
+    ServiceError: service_error,
+    VaultError: vault_error,
+    Exception: unexpected_error,
+}

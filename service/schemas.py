@@ -1,0 +1,168 @@
+"""Request and response bodies (msgspec), with the limits, enums and defaults of Mielto's published schemas."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+
+class Schema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of every body (subclasses repeat ``kw_only=True``: msgspec applies it per class). Unknown fields are refused with a 422 rather than ignored, so a typo in a field name
+    (or an attempt to set ``workspace_id`` or ``status``) is reported to the client instead of silently dropped."""
+
+
+class ReadSchema(Schema, frozen=True, kw_only=True):
+    """Base of responses: immutable once built."""
+
+
+class AuthType(str, enum.Enum):
+    """How the stored secret authenticates against the third party."""
+
+    api_key = "api_key"
+    oauth_token = "oauth_token"
+    oauth_token_refresh = "oauth_token_refresh"
+    oauth_token_refresh_rotation = "oauth_token_refresh_rotation"
+    basic_auth = "basic_auth"
+    access_token = "access_token"
+    access_token_refresh = "access_token_refresh"
+    public_key_secret = "public_key_secret"
+    connection_string = "connection_string"
+    custom = "custom"
+
+
+class CredentialType(str, enum.Enum):
+    """The credential's category."""
+
+    integration = "integration"
+    llm = "llm"
+    storage = "storage"
+    vector_store = "vector_store"
+    auth_provider = "auth_provider"
+    custom = "custom"
+
+
+Label = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        title="Label",
+        description="Human-readable label for the credential",
+        examples=["Stripe production"],
+    ),
+]
+Description = Annotated[
+    str, msgspec.Meta(max_length=255, description="Optional description of the credential", examples=["Billing"])
+]
+Scope = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=255,
+        title="Credential Scope",
+        description="Who is the credential for (workspace, user, workspace_member)",
+        examples=["workspace"],
+    ),
+]
+Provider = Annotated[str, msgspec.Meta(max_length=255, description="Provider of the credential", examples=["stripe"])]
+UserId = Annotated[str, msgspec.Meta(max_length=255, description="User ID of the credential")]
+SecretData = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        title="Credentials",
+        description="Raw credential data to be encrypted. Stored only in Vault, never returned by read operations.",
+        examples=[{"api_key": "<your key>"}],
+    ),
+]
+
+
+class CredentialCreate(Schema, kw_only=True):
+    """Schema for creating a new credential."""
+
+    label: Label
+    auth_type: AuthType
+    credential_scope: Scope
+    credentials: SecretData
+    description: Description | None = None
+    credential_type: CredentialType | None = None
+    provider: Provider | None = "custom"
+    user_id: UserId | None = None
+
+
+class CredentialUpdate(Schema, kw_only=True):
+    """Schema for updating an existing credential. Only the fields sent are changed; null leaves a field as is."""
+
+    label: Label | None | msgspec.UnsetType = msgspec.UNSET
+    description: Description | None | msgspec.UnsetType = msgspec.UNSET
+    credential_scope: Scope | None | msgspec.UnsetType = msgspec.UNSET
+    credentials: SecretData | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class CredentialRead(ReadSchema, kw_only=True):
+    """Schema for reading credential data (without sensitive info)."""
+
+    label: Label
+    description: Description | None = None
+    auth_type: AuthType
+    credential_type: CredentialType | None = None
+    credential_scope: Scope
+    provider: str
+    user_id: UserId | None = None
+    id: str
+    workspace_id: str
+    created_by: str
+    status: str
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CredentialList(ReadSchema, kw_only=True):
+    """Schema for listing credentials."""
+
+    credentials: list[CredentialRead]
+    total: int
+    page: int
+    size: int
+
+
+class CredentialDeleted(ReadSchema, kw_only=True):
+    """The answer to a delete: the credential is gone and its secret destroyed in Vault."""
+
+    id: str
+    deleted: bool
+
+
+class CredentialSecret(ReadSchema, kw_only=True):
+    """The decrypted secret of one credential (``POST /credentials/{id}/reveal``)."""
+
+    id: str
+    version: int
+    auth_type: AuthType
+    credentials: dict[str, Any]
+
+
+class Detail(ReadSchema, kw_only=True):
+    """An error: ``{"detail": "message"}``, as Mielto's clients parse it."""
+
+    detail: str
+
+
+class ValidationErrorItem(ReadSchema, kw_only=True):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class HTTPValidationError(ReadSchema, kw_only=True):
+    """A 422: every problem found in the request, with where it is (``loc``)."""
+
+    detail: list[ValidationErrorItem]
+
+
+class Health(ReadSchema, kw_only=True):
+    status: str
+    checks: dict[str, str] = msgspec.field(default_factory=dict)

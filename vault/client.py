@@ -1,0 +1,54 @@
+"""The hvac client the service uses: explicit url and token, a pooled session, and audited headers per call."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import hvac
+import hvac.adapters
+import requests
+import requests.adapters
+
+# Headers that the bootstrap registers as audited (hmac=false), so each Vault audit entry names the API request,
+# the acting principal and the workspace in clear text. Vault stores audited header names in lowercase.
+REQUEST_ID_HEADER = "X-Request-Id"
+ACTOR_HEADER = "X-Credentials-Actor"
+WORKSPACE_HEADER = "X-Credentials-Workspace"
+AUDITED_HEADERS = (REQUEST_ID_HEADER, ACTOR_HEADER, WORKSPACE_HEADER)
+
+_call_headers: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("vault_call_headers", default={})
+
+
+@contextmanager
+def audit_headers(headers: Mapping[str, str]) -> Iterator[None]:
+    """Attach ``headers`` to every Vault request made by this thread inside the block."""
+    token = _call_headers.set(headers)
+    try:
+        yield
+    finally:
+        _call_headers.reset(token)
+
+
+class AuditedAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]
+    """hvac's JSON adapter plus the calling request's audit headers (hvac's high-level API takes no headers)."""
+
+    def request(self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        merged = {**_call_headers.get(), **(headers or {})}
+        return super().request(method, url, headers=merged, **kwargs)
+
+
+def make_client(addr: str, token: str, *, pool_size: int, timeout: float) -> hvac.Client:
+    """An hvac client with the url and token given explicitly.
+
+    hvac silently falls back to ``VAULT_TOKEN`` and ``~/.vault-token`` when ``token`` is None, so an empty
+    string is passed until a login sets a real one. The HTTP pool holds one connection per worker thread, so
+    no call waits for a connection or opens a throwaway one.
+    """
+    session = requests.Session()
+    http = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, pool_block=True)
+    session.mount("http://", http)
+    session.mount("https://", http)
+    return hvac.Client(url=addr, token=token, session=session, timeout=timeout, adapter=AuditedAdapter)

@@ -1,0 +1,89 @@
+"""Vault errors, translated from hvac and requests so that nothing above ``vault/`` sees either library.
+
+    VaultError
+    ├── VaultUnavailable       sealed, down, unreachable, timed out, 5xx: retry later (the API answers 503)
+    ├── VaultPermissionDenied  403: the service's token is invalid or its policy lacks a path
+    ├── SecretNotFound         404: no such path or version, or the version was destroyed
+    ├── VersionConflict        KV check-and-set did not match the current version
+    └── VaultRequestRejected   any other 4xx (a bug or a misconfiguration)
+
+hvac messages carry the method and URL of the call; they are kept for logs only (``str(exc)``), never for clients.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import hvac.exceptions
+import requests
+
+
+class VaultError(Exception):
+    """Base class of every error raised by ``vault/``."""
+
+
+class VaultUnavailable(VaultError):
+    """Vault cannot serve the call now: sealed, down, unreachable, overloaded or too slow."""
+
+
+class VaultPermissionDenied(VaultError):
+    """Vault refused the token: expired, revoked, or outside its policy."""
+
+
+class SecretNotFound(VaultError):
+    """The KV path or version does not exist, or was deleted or destroyed."""
+
+
+class VersionConflict(VaultError):
+    """A KV check-and-set write found another current version than the one expected."""
+
+
+class VaultRequestRejected(VaultError):
+    """Vault rejected the request as malformed (a 4xx other than the ones above)."""
+
+
+_CAS_MISMATCH = "check-and-set parameter did not match"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translate(exc: BaseException) -> VaultError:
+    """Map one hvac or requests exception to this module's tree."""
+    if isinstance(exc, requests.RequestException):
+        return VaultUnavailable(f"cannot reach Vault: {type(exc).__name__}")
+    if isinstance(exc, hvac.exceptions.Forbidden):
+        return VaultPermissionDenied(str(exc))
+    if isinstance(exc, hvac.exceptions.InvalidPath):
+        return SecretNotFound(str(exc))
+    if isinstance(exc, hvac.exceptions.InvalidRequest):
+        if any(_CAS_MISMATCH in str(error) for error in exc.errors or [str(exc)]):
+            return VersionConflict(str(exc))
+        return VaultRequestRejected(str(exc))
+    if isinstance(
+        exc,
+        hvac.exceptions.VaultDown
+        | hvac.exceptions.InternalServerError
+        | hvac.exceptions.BadGateway
+        | hvac.exceptions.RateLimitExceeded
+        | hvac.exceptions.VaultNotInitialized,
+    ):
+        return VaultUnavailable(str(exc))
+    if isinstance(exc, hvac.exceptions.VaultError):
+        return VaultRequestRejected(str(exc))
+    raise TypeError(f"not a Vault error: {type(exc).__name__}") from exc
+
+
+def translated(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` and re-raise any hvac/requests exception as a ``VaultError``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+            raise translate(exc) from exc
+
+    return wrapper

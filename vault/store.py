@@ -1,0 +1,233 @@
+"""The secret store: each credential's secret encrypted by transit and kept, as ciphertext only, in KV v2.
+
+hvac is synchronous, so every call runs in a bounded thread pool (sized like the HTTP pool to Vault) and
+never on the event loop. One transit key with ``derived=true`` encrypts everything; the derivation context
+names the workspace and the credential, so a ciphertext copied to another credential's path cannot be
+decrypted there. The context is used rather than ``associated_data`` because rewrap ignores associated data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import hvac
+
+from vault.client import ACTOR_HEADER, REQUEST_ID_HEADER, WORKSPACE_HEADER, audit_headers, make_client
+from vault.errors import VaultError, translated
+
+T = TypeVar("T")
+
+WORKSPACES_PREFIX = "workspaces"
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who a Vault call is made for; sent as audited headers so the audit log ties it to the API request."""
+
+    request_id: str
+    actor: str
+    workspace: str
+
+    def headers(self) -> dict[str, str]:
+        return {REQUEST_ID_HEADER: self.request_id, ACTOR_HEADER: self.actor, WORKSPACE_HEADER: self.workspace}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSecret:
+    """Where a secret version lives in KV."""
+
+    path: str
+    version: int
+
+
+def secret_path(workspace_id: str, credential_id: str) -> str:
+    """KV path of one credential: it names the workspace and the credential, readable in every audit entry."""
+    return f"{WORKSPACES_PREFIX}/{quote(workspace_id, safe='')}/credentials/{credential_id}"
+
+
+def derivation_context(workspace_id: str, credential_id: str) -> str:
+    """Transit context (base64) binding a ciphertext to its workspace and credential."""
+    raw = f"workspace:{workspace_id}|credential:{credential_id}".encode()
+    return base64.b64encode(raw).decode()
+
+
+class SecretStore:
+    """Async facade over transit + KV v2. Methods raise only ``vault.errors.VaultError`` subclasses."""
+
+    def __init__(
+        self,
+        client: hvac.Client,
+        *,
+        workers: int,
+        transit_mount: str,
+        transit_key: str,
+        kv_mount: str,
+    ) -> None:
+        self._client = client
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vault")
+        self.transit_mount = transit_mount
+        self.transit_key = transit_key
+        self.kv_mount = kv_mount
+
+    @classmethod
+    def connect(
+        cls,
+        addr: str,
+        token: str,
+        *,
+        workers: int,
+        timeout: float,
+        transit_mount: str = "transit",
+        transit_key: str = "credentials",
+        kv_mount: str = "credentials",
+    ) -> SecretStore:
+        client = make_client(addr, token, pool_size=workers, timeout=timeout)
+        return cls(client, workers=workers, transit_mount=transit_mount, transit_key=transit_key, kv_mount=kv_mount)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._client.adapter.close()
+
+    async def _run(self, ctx: CallContext | None, fn: Callable[[], T]) -> T:
+        headers = ctx.headers() if ctx else {}
+
+        def call() -> T:
+            with audit_headers(headers):
+                return translated(fn)()
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    # -- the operations the credential data path uses ---------------------------------------------------------
+
+    async def create(
+        self, ctx: CallContext, credential_id: str, plaintext: bytes, custom_metadata: dict[str, str]
+    ) -> StoredSecret:
+        """Encrypt and store the first version, create-only (``cas=0``), with ownership in ``custom_metadata``."""
+        path = secret_path(ctx.workspace, credential_id)
+        ciphertext = await self._encrypt(ctx, credential_id, plaintext)
+
+        def write() -> int:
+            kv = self._client.secrets.kv.v2
+            # custom_metadata is ignored inside a data write: it takes its own metadata write.
+            kv.update_metadata(path=path, custom_metadata=custom_metadata, mount_point=self.kv_mount)
+            response = kv.create_or_update_secret(
+                path=path, secret={"ciphertext": ciphertext}, cas=0, mount_point=self.kv_mount
+            )
+            return int(response["data"]["version"])
+
+        return StoredSecret(path=path, version=await self._run(ctx, write))
+
+    async def update(self, ctx: CallContext, credential_id: str, plaintext: bytes, expected_version: int) -> int:
+        """Store a new version if the current one is ``expected_version`` (else ``VersionConflict``)."""
+        path = secret_path(ctx.workspace, credential_id)
+        ciphertext = await self._encrypt(ctx, credential_id, plaintext)
+
+        def write() -> int:
+            response = self._client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret={"ciphertext": ciphertext}, cas=expected_version, mount_point=self.kv_mount
+            )
+            return int(response["data"]["version"])
+
+        return await self._run(ctx, write)
+
+    async def read(self, ctx: CallContext, credential_id: str, version: int) -> bytes:
+        """The decrypted plaintext of one version."""
+        path = secret_path(ctx.workspace, credential_id)
+
+        def read() -> str:
+            response = self._client.secrets.kv.v2.read_secret_version(
+                path=path, version=version, mount_point=self.kv_mount, raise_on_deleted_version=True
+            )
+            return str(response["data"]["data"]["ciphertext"])
+
+        ciphertext = await self._run(ctx, read)
+
+        def decrypt() -> bytes:
+            response = self._client.secrets.transit.decrypt_data(
+                name=self.transit_key,
+                ciphertext=ciphertext,
+                context=derivation_context(ctx.workspace, credential_id),
+                mount_point=self.transit_mount,
+            )
+            return base64.b64decode(response["data"]["plaintext"])
+
+        return await self._run(ctx, decrypt)
+
+    async def destroy(self, ctx: CallContext | None, workspace_id: str, credential_id: str) -> None:
+        """Erase every version and the key's metadata (idempotent: a missing key is fine)."""
+        path = secret_path(workspace_id, credential_id)
+        await self._run(
+            ctx, lambda: self._client.secrets.kv.v2.delete_metadata_and_all_versions(path, mount_point=self.kv_mount)
+        )
+
+    async def destroy_versions(self, ctx: CallContext, credential_id: str, versions: list[int]) -> None:
+        """Permanently erase the data of some versions (used to undo a write the database never recorded)."""
+        path = secret_path(ctx.workspace, credential_id)
+        await self._run(
+            ctx,
+            lambda: self._client.secrets.kv.v2.destroy_secret_versions(
+                path=path, versions=versions, mount_point=self.kv_mount
+            ),
+        )
+
+    async def current_version(self, workspace_id: str, credential_id: str) -> int | None:
+        """KV's current version of a credential, or None when the key does not exist."""
+        metadata = await self.metadata(workspace_id, credential_id)
+        return None if metadata is None else int(metadata["current_version"])
+
+    async def metadata(self, workspace_id: str, credential_id: str) -> dict[str, Any] | None:
+        path = secret_path(workspace_id, credential_id)
+
+        def read() -> dict[str, Any] | None:
+            try:
+                return dict(self._client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=self.kv_mount)["data"])
+            except hvac.exceptions.InvalidPath:
+                return None
+
+        return await self._run(None, read)
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Keys directly under ``prefix`` in KV metadata (folders end with ``/``); empty when there are none."""
+
+        def list_() -> list[str]:
+            try:
+                response = self._client.secrets.kv.v2.list_secrets(path=prefix, mount_point=self.kv_mount)
+            except hvac.exceptions.InvalidPath:
+                return []
+            return [str(key) for key in response["data"]["keys"]]
+
+        return await self._run(None, list_)
+
+    async def check_token(self) -> None:
+        """Raise unless Vault answers and accepts the token (``auth/token/lookup-self``)."""
+        await self._run(None, self._client.auth.token.lookup_self)
+
+    async def ping(self) -> bool:
+        """True when Vault is initialized, unsealed and active (``sys/health`` is not audited)."""
+
+        def health() -> bool:
+            response = self._client.sys.read_health_status(method="GET")
+            return getattr(response, "status_code", 200) == 200
+
+        try:
+            return await self._run(None, health)
+        except VaultError:
+            return False
+
+    async def _encrypt(self, ctx: CallContext, credential_id: str, plaintext: bytes) -> str:
+        def encrypt() -> str:
+            response = self._client.secrets.transit.encrypt_data(
+                name=self.transit_key,
+                plaintext=base64.b64encode(plaintext).decode(),
+                context=derivation_context(ctx.workspace, credential_id),
+                mount_point=self.transit_mount,
+            )
+            return str(response["data"]["ciphertext"])
+
+        return await self._run(ctx, encrypt)

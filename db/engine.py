@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from piccolo.apps.migrations.commands.forwards import run_forwards
 from piccolo.apps.migrations.tables import Migration
+from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 
 import db.piccolo_conf
@@ -20,12 +23,33 @@ def bind(database_url: str) -> PostgresEngine:
     Piccolo finds its engine through the module named by ``PICCOLO_CONF``; pointing that at ``db.piccolo_conf``
     and swapping its ``DB`` is the one way to reach the migration runner too.
     """
-    os.environ["PICCOLO_CONF"] = "db.piccolo_conf"
     engine = PostgresEngine(config={"dsn": database_url}, log_queries=False)
+    _use(engine)
+    return engine
+
+
+def _use(engine: Engine) -> None:
+    os.environ["PICCOLO_CONF"] = "db.piccolo_conf"
     db.piccolo_conf.DB = engine
     for table in TABLES:
         table._meta.db = engine
-    return engine
+
+
+@asynccontextmanager
+async def connection_pool(database_url: str, *, min_size: int, max_size: int) -> AsyncIterator[PostgresEngine]:
+    """Bind to ``database_url`` with a connection pool; on exit, close it and restore the previous binding.
+
+    Piccolo's tables hold one engine each, process-wide; restoring it lets a test run a second app against
+    another database inside the first one's lifetime.
+    """
+    previous = db.piccolo_conf.DB
+    engine = bind(database_url)
+    await engine.start_connection_pool(min_size=min_size, max_size=max_size)
+    try:
+        yield engine
+    finally:
+        await engine.close_connection_pool()
+        _use(previous)
 
 
 async def migrate(database_url: str) -> None:

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, post, put
 from litestar.datastructures import CacheControlHeader
-from litestar.openapi.spec import Example
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.openapi.spec import Example
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service.auth import Principal
 from service.credentials import CredentialService, ListQuery
@@ -27,7 +28,7 @@ from service.schemas import (
 
 WorkspaceHeader = Annotated[
     str | None,
-    Parameter(header="X-Workspace-Id", description="The workspace ID", required=False, max_length=255),
+    HeaderParameter(name="X-Workspace-Id", description="The workspace ID", required=False, max_length=255),
 ]
 
 NOT_FOUND = ResponseSpec(
@@ -37,7 +38,9 @@ NOT_FOUND = ResponseSpec(
 )
 ERRORS: dict[int, ResponseSpec] = {
     401: ResponseSpec(data_container=Detail, description="Missing or invalid API key"),
-    403: ResponseSpec(data_container=Detail, description="The API key lacks the permission, or X-Workspace-Id names another workspace"),
+    403: ResponseSpec(
+        data_container=Detail, description="The API key lacks the permission, or X-Workspace-Id names another workspace"
+    ),
     404: NOT_FOUND,
     422: ResponseSpec(data_container=HTTPValidationError, description="Validation Error"),
     503: ResponseSpec(data_container=Detail, description="Vault or Postgres is unavailable; see Retry-After"),
@@ -48,7 +51,7 @@ class CredentialController(Controller):
     path = "/credentials"
     tags = ["Credentials"]  # noqa: RUF012 (Litestar reads these as class attributes)
     security = [{"DualAuthScheme": []}]  # noqa: RUF012
-    responses = ERRORS  # noqa: RUF012
+    responses = ERRORS
 
     @post(
         "/",
@@ -60,10 +63,10 @@ class CredentialController(Controller):
     )
     async def create_credential(
         self,
-        data: CredentialCreate,
-        principal: Principal,
-        credentials: CredentialService,
-        request_id: str,
+        data: JSONBody[CredentialCreate],
+        principal: NamedDependency[Principal],
+        credentials: NamedDependency[CredentialService],
+        request_id: NamedDependency[str],
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialRead:
         return await credentials.create(principal, request_id, data)
@@ -77,16 +80,20 @@ class CredentialController(Controller):
     )
     async def list_credentials(
         self,
-        principal: Principal,
-        credentials: CredentialService,
-        skip: Annotated[int, Parameter(ge=0, description="Number of credentials to skip")] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=1000, description="Maximum number of credentials to return")] = 100,
-        credential_type: Annotated[CredentialType | None, Parameter(description="Filter by credential type")] = None,
-        auth_type: Annotated[AuthType | None, Parameter(description="Filter by auth type")] = None,
-        status: Annotated[str | None, Parameter(max_length=32, description="Filter by status")] = None,
+        principal: NamedDependency[Principal],
+        credentials: NamedDependency[CredentialService],
+        skip: Annotated[int, QueryParameter(ge=0, description="Number of credentials to skip")] = 0,
+        limit: Annotated[
+            int, QueryParameter(ge=1, le=1000, description="Maximum number of credentials to return")
+        ] = 100,
+        credential_type: Annotated[
+            CredentialType | None, QueryParameter(description="Filter by credential type")
+        ] = None,
+        auth_type: Annotated[AuthType | None, QueryParameter(description="Filter by auth type")] = None,
+        status: Annotated[str | None, QueryParameter(max_length=32, description="Filter by status")] = None,
         search: Annotated[
             str | None,
-            Parameter(max_length=255, description="Case-insensitive match in label and description"),
+            QueryParameter(max_length=255, description="Case-insensitive match in label and description"),
         ] = None,
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialList:
@@ -104,9 +111,9 @@ class CredentialController(Controller):
     )
     async def get_credential(
         self,
-        credential_id: str,
-        principal: Principal,
-        credentials: CredentialService,
+        credential_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        credentials: NamedDependency[CredentialService],
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialRead:
         return await credentials.get(principal, credential_id)
@@ -123,11 +130,11 @@ class CredentialController(Controller):
     )
     async def update_credential(
         self,
-        credential_id: str,
-        data: CredentialUpdate,
-        principal: Principal,
-        credentials: CredentialService,
-        request_id: str,
+        credential_id: FromPath[str],
+        data: JSONBody[CredentialUpdate],
+        principal: NamedDependency[Principal],
+        credentials: NamedDependency[CredentialService],
+        request_id: NamedDependency[str],
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialRead:
         return await credentials.update(principal, request_id, credential_id, data)
@@ -142,10 +149,10 @@ class CredentialController(Controller):
     )
     async def delete_credential(
         self,
-        credential_id: str,
-        principal: Principal,
-        credentials: CredentialService,
-        request_id: str,
+        credential_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        credentials: NamedDependency[CredentialService],
+        request_id: NamedDependency[str],
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialDeleted:
         await credentials.delete(principal, request_id, credential_id)
@@ -162,10 +169,10 @@ class CredentialController(Controller):
     )
     async def reveal_credential(
         self,
-        credential_id: str,
-        principal: Principal,
-        credentials: CredentialService,
-        request_id: str,
+        credential_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        credentials: NamedDependency[CredentialService],
+        request_id: NamedDependency[str],
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialSecret:
         return await credentials.reveal(principal, request_id, credential_id)

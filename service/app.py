@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Router, get
+from litestar import Litestar, Request, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
@@ -15,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
 
-from db.engine import bind
+from db.engine import connection_pool
 from db.tables import Credential
 from service.api import CredentialController
 from service.auth import Principal, auth_guard, provide_principal
@@ -33,13 +33,8 @@ log = logging.getLogger("service")
 async def database(app: Litestar) -> AsyncIterator[None]:
     """The Postgres pool for the app's lifetime; fails the start-up if Postgres cannot be reached."""
     settings: Settings = app.state.settings
-    engine = bind(settings.database_url)
-    await engine.start_connection_pool(min_size=settings.db_pool_min, max_size=settings.db_pool_max)
-    app.state.engine = engine
-    try:
+    async with connection_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max):
         yield
-    finally:
-        await engine.close_connection_pool()
 
 
 @asynccontextmanager
@@ -66,7 +61,7 @@ async def secret_store(app: Litestar) -> AsyncIterator[None]:
         store.close()
 
 
-def provide_credentials(request: Any) -> CredentialService:
+def provide_credentials(request: Request[Any, Any, Any]) -> CredentialService:
     service: CredentialService = request.app.state.credentials
     return service
 
@@ -78,12 +73,12 @@ async def live() -> Health:
 
 
 @get("/health/ready", include_in_schema=True, tags=["Health"], summary="Readiness")
-async def ready(request: Any) -> Response[Health]:
+async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
     """Postgres and Vault both answer; 503 otherwise (with the failing check named)."""
     checks = {"database": "ok", "vault": "ok"}
     try:
         await Credential.raw("SELECT 1")
-    except Exception:  # noqa: BLE001 (any failure means not ready)
+    except Exception:
         checks["database"] = "unavailable"
     store: SecretStore = request.app.state.store
     if not await store.ping():
@@ -116,9 +111,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version="0.1.0",
             description="Mielto's Credentials API, with secrets in Vault (transit + KV v2) and metadata in Postgres.",
             path="/schema",
-            components=Components(
-                security_schemes={"DualAuthScheme": SecurityScheme(type="http", scheme="bearer")}
-            ),
+            components=Components(security_schemes={"DualAuthScheme": SecurityScheme(type="http", scheme="bearer")}),
         ),
         logging_config=LoggingConfig(
             root={"level": settings.log_level, "handlers": ["queue_listener"]},

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
@@ -96,7 +97,9 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     row = None
     if match:
         row = await (
-            ApiKey.select(ApiKey.id, ApiKey.workspace_id, ApiKey.secret_hash, ApiKey.permissions, ApiKey.status, ApiKey.expires_at)
+            ApiKey.select(
+                ApiKey.id, ApiKey.workspace_id, ApiKey.secret_hash, ApiKey.permissions, ApiKey.status, ApiKey.expires_at
+            )
             .where(ApiKey.lookup_id == match.group(1))
             .first()
         )
@@ -113,7 +116,9 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     requested = connection.headers.get("x-workspace-id")
     if requested is not None:
         if len(requested) > 255:
-            raise RequestInvalid.at(["header", "X-Workspace-Id"], "String should have at most 255 characters", "string_too_long")
+            raise RequestInvalid.at(
+                ["header", "X-Workspace-Id"], "String should have at most 255 characters", "string_too_long"
+            )
         if not hmac.compare_digest(requested.encode(), principal.workspace_id.encode()):
             raise Forbidden("X-Workspace-Id does not match the API key's workspace")
     return principal
@@ -128,6 +133,6 @@ async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: Ba
     connection.state.principal = principal
 
 
-def provide_principal(request: Any) -> Principal:
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     principal: Principal = request.state.principal
     return principal

@@ -146,8 +146,12 @@ class CredentialService:
         try:
             await self.store.destroy(ctx, ctx.workspace, str(credential_id))
             await Credential.delete().where(Credential.id == credential_id)
-        except Exception as exc:  # noqa: BLE001 (the original error is the one that matters)
-            log.warning("create of %s not fully undone (%s); credctl reconcile will finish it", credential_id, type(exc).__name__)
+        except Exception as exc:
+            log.warning(
+                "create of %s not fully undone (%s); credctl reconcile will finish it",
+                credential_id,
+                type(exc).__name__,
+            )
 
     async def get(self, principal: Principal, credential_id: str) -> CredentialRead:
         row = await self._select(principal).where(Credential.id == parse_id(credential_id)).first()
@@ -221,7 +225,9 @@ class CredentialService:
             current = await self.store.current_version(ctx.workspace, str(cid))
             if current is None or current <= known:
                 raise
-            log.warning("credential %s: KV at v%d, database at v%d; destroying the unserved versions", cid, current, known)
+            log.warning(
+                "credential %s: KV at v%d, database at v%d; destroying the unserved versions", cid, current, known
+            )
             await self.store.destroy_versions(ctx, str(cid), list(range(known + 1, current + 1)))
             return await self.store.update(ctx, str(cid), plaintext, expected_version=current)
 

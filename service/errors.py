@@ -93,7 +93,7 @@ _MESSAGES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"Invalid enum value (?P<value>.+)"), "Input should be one of the allowed values, not {value}", "enum"),
     (re.compile(r"Expected `int`, got `str`"), "Input should be a valid integer", "int_parsing"),
     (re.compile(r"Expected `(?P<want>[^`|]+)[^,]*, got `(?P<got>[^`]+)`"), "Input should be a valid {want}, not {got}", "{want}_type"),
-]
+]  # fmt: skip
 _TYPE_NAMES = {"str": "string", "int": "integer", "object": "dictionary", "array": "list", "bool": "boolean"}
 
 
@@ -136,7 +136,11 @@ def client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respons
     if isinstance(exc, ClientException) and isinstance(exc.__cause__, SerializationException):
         # The body is not JSON (or not the JSON msgspec can read): a 422, as FastAPI answers.
         return _json(
-            {"detail": [{"loc": ["body"], "msg": "JSON decode error: the body is not valid JSON", "type": "json_invalid"}]},
+            {
+                "detail": [
+                    {"loc": ["body"], "msg": "JSON decode error: the body is not valid JSON", "type": "json_invalid"}
+                ]
+            },
             HTTP_422_UNPROCESSABLE_ENTITY,
         )
     if exc.status_code >= 500:

@@ -37,9 +37,8 @@ async def reconcile(
     cutoff = datetime.now(UTC) - grace
     verb = "" if apply else "would "
 
-    stuck = await (
-        Credential.select(Credential.id, Credential.workspace_id, Credential.state)
-        .where((Credential.state != "active") & (Credential.updated_at < cutoff))
+    stuck = await Credential.select(Credential.id, Credential.workspace_id, Credential.state).where(
+        (Credential.state != "active") & (Credential.updated_at < cutoff)
     )
     for row in stuck:
         cid, wid = str(row["id"]), row["workspace_id"]
@@ -77,7 +76,9 @@ async def reconcile(
                 versions = list(range(row["kv_version"] + 1, current + 1))
                 report.actions.append(f"{verb}destroy unserved versions {versions} of {cid}")
                 if apply:
-                    ctx = CallContext(request_id=f"reconcile-{uuid.uuid4().hex}", actor="reconcile", workspace=workspace_id)
+                    ctx = CallContext(
+                        request_id=f"reconcile-{uuid.uuid4().hex}", actor="reconcile", workspace=workspace_id
+                    )
                     await store.destroy_versions(ctx, cid, versions)
 
     for cid, row in rows.items():

@@ -9,6 +9,7 @@ import re
 import uuid
 from typing import Any
 
+from litestar import Request
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,6 +36,6 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def provide_request_id(request: Any) -> str:
+def provide_request_id(request: Request[Any, Any, Any]) -> str:
     request_id: str = request.scope["state"]["request_id"]
     return request_id

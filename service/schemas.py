@@ -10,15 +10,18 @@ import msgspec
 
 
 class Schema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Base of every body (subclasses repeat ``kw_only=True``: msgspec applies it per class). Unknown fields are refused with a 422 rather than ignored, so a typo in a field name
-    (or an attempt to set ``workspace_id`` or ``status``) is reported to the client instead of silently dropped."""
+    """Base of every body; subclasses repeat ``kw_only=True`` because msgspec applies it per class.
+
+    Unknown fields are refused with a 422 rather than ignored, so a typo in a field name (or an attempt to set
+    ``workspace_id`` or ``status``) is reported to the client instead of silently dropped.
+    """
 
 
 class ReadSchema(Schema, frozen=True, kw_only=True):
     """Base of responses: immutable once built."""
 
 
-class AuthType(str, enum.Enum):
+class AuthType(enum.StrEnum):
     """How the stored secret authenticates against the third party."""
 
     api_key = "api_key"
@@ -33,7 +36,7 @@ class AuthType(str, enum.Enum):
     custom = "custom"
 
 
-class CredentialType(str, enum.Enum):
+class CredentialType(enum.StrEnum):
     """The credential's category."""
 
     integration = "integration"
@@ -94,10 +97,10 @@ class CredentialCreate(Schema, kw_only=True):
 class CredentialUpdate(Schema, kw_only=True):
     """Schema for updating an existing credential. Only the fields sent are changed; null leaves a field as is."""
 
-    label: Label | None | msgspec.UnsetType = msgspec.UNSET
-    description: Description | None | msgspec.UnsetType = msgspec.UNSET
-    credential_scope: Scope | None | msgspec.UnsetType = msgspec.UNSET
-    credentials: SecretData | None | msgspec.UnsetType = msgspec.UNSET
+    label: Label | msgspec.UnsetType | None = msgspec.UNSET
+    description: Description | msgspec.UnsetType | None = msgspec.UNSET
+    credential_scope: Scope | msgspec.UnsetType | None = msgspec.UNSET
+    credentials: SecretData | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class CredentialRead(ReadSchema, kw_only=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any
 
 import hvac
@@ -19,7 +20,10 @@ ACTOR_HEADER = "X-Credentials-Actor"
 WORKSPACE_HEADER = "X-Credentials-Workspace"
 AUDITED_HEADERS = (REQUEST_ID_HEADER, ACTOR_HEADER, WORKSPACE_HEADER)
 
-_call_headers: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("vault_call_headers", default={})
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+_call_headers: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "vault_call_headers", default=_NO_HEADERS
+)
 
 
 @contextmanager

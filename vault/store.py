@@ -186,7 +186,9 @@ class SecretStore:
 
         def read() -> dict[str, Any] | None:
             try:
-                return dict(self._client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=self.kv_mount)["data"])
+                return dict(
+                    self._client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=self.kv_mount)["data"]
+                )
             except hvac.exceptions.InvalidPath:
                 return None
 

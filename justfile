@@ -1,0 +1,48 @@
+# Recipes for the credentials service. `just` alone lists them.
+set quiet
+
+venv := ".venv"
+python := venv / "bin/python"
+
+# list the recipes
+default:
+    just --list
+
+# create the virtualenv and install the service with its dev and test dependencies
+install:
+    test -x {{python}} || python3 -m venv {{venv}}
+    {{python}} -m pip install -q --upgrade pip
+    {{python}} -m pip install -q -e '.[dev]'
+
+# the whole stack on this machine: OpenBao, Postgres, bootstrap, migrations, the service on 127.0.0.1:8000
+dev *args: install
+    {{venv}}/bin/credctl dev {{args}}
+
+# the test suite against real OpenBao and Postgres (pytest arguments pass through)
+test *args: install
+    {{venv}}/bin/pytest {{args}}
+
+# ruff lint and format check
+lint:
+    {{venv}}/bin/ruff check .
+    {{venv}}/bin/ruff format --check .
+
+# format the code
+fmt:
+    {{venv}}/bin/ruff format .
+    {{venv}}/bin/ruff check --fix .
+
+# mypy, strict, on service, vault and db
+typecheck:
+    {{venv}}/bin/mypy
+
+# apply migrations to DATABASE_URL
+migrate:
+    {{venv}}/bin/credctl migrate
+
+# generate a migration from table changes (review it before committing)
+makemigration:
+    PICCOLO_CONF=db.piccolo_conf {{venv}}/bin/piccolo migrations new db --auto
+
+# everything CI checks
+check: lint typecheck test

@@ -142,16 +142,16 @@ class CredentialService:
         return to_read({**row.to_dict(), "state": "active"})
 
     async def _undo_create(self, ctx: CallContext, credential_id: uuid.UUID) -> None:
-        """Best effort: whatever cannot be undone now stays as a ``pending`` row for ``credctl reconcile``."""
+        """Best effort, each step on its own: what cannot be undone now, ``credctl reconcile`` finishes later
+        (a ``pending`` row, or a KV entry without a row)."""
         try:
             await self.store.destroy(ctx, ctx.workspace, str(credential_id))
+        except Exception as exc:  # noqa: BLE001 (the original error is the one to report)
+            log.warning("create %s: secret not destroyed (%s); reconcile will", credential_id, type(exc).__name__)
+        try:
             await Credential.delete().where(Credential.id == credential_id)
-        except Exception as exc:
-            log.warning(
-                "create of %s not fully undone (%s); credctl reconcile will finish it",
-                credential_id,
-                type(exc).__name__,
-            )
+        except Exception as exc:  # noqa: BLE001
+            log.warning("create %s: pending row not removed (%s); reconcile will", credential_id, type(exc).__name__)
 
     async def get(self, principal: Principal, credential_id: str) -> CredentialRead:
         row = await self._select(principal).where(Credential.id == parse_id(credential_id)).first()

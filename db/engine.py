@@ -53,8 +53,12 @@ async def connection_pool(database_url: str, *, min_size: int, max_size: int) ->
 
 
 async def migrate(database_url: str) -> None:
-    """Apply every migration not yet applied to ``database_url``."""
+    """Apply every migration not yet applied to ``database_url`` (the previous binding is restored after)."""
+    previous = db.piccolo_conf.DB
     bind(database_url)
-    result = await run_forwards(app_name="db")
+    try:
+        result = await run_forwards(app_name="db")
+    finally:
+        _use(previous)
     if not result.success:
         raise RuntimeError(f"migrations failed: {result.message}")

@@ -72,8 +72,13 @@ async def reconcile(
                         await store.destroy(None, workspace_id, cid)
                 continue
             current = int(metadata["current_version"])
-            if row["state"] == "active" and current > row["kv_version"] and row["updated_at"] < cutoff:
-                versions = list(range(row["kv_version"] + 1, current + 1))
+            known = metadata.get("versions") or {}
+            versions = [
+                v
+                for v in range(row["kv_version"] + 1, current + 1)
+                if not known.get(str(v), {}).get("destroyed", False)
+            ]
+            if row["state"] == "active" and versions and row["updated_at"] < cutoff:
                 report.actions.append(f"{verb}destroy unserved versions {versions} of {cid}")
                 if apply:
                     ctx = CallContext(

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 from piccolo.apps.migrations.commands.forwards import run_forwards
 from piccolo.apps.migrations.tables import Migration
-from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 
 import db.piccolo_conf
@@ -28,7 +27,7 @@ def bind(database_url: str) -> PostgresEngine:
     return engine
 
 
-def _use(engine: Engine) -> None:
+def _use(engine: PostgresEngine) -> None:
     os.environ["PICCOLO_CONF"] = "db.piccolo_conf"
     db.piccolo_conf.DB = engine
     for table in TABLES:

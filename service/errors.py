@@ -86,24 +86,45 @@ DATABASE_UNAVAILABLE = (
 _MESSAGES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"Object missing required field `(?P<field>[^`]+)`"), "Field required", "missing"),
     (re.compile(r"Object contains unknown field `(?P<field>[^`]+)`"), "Extra inputs are not permitted", "extra_forbidden"),
-    (re.compile(r"Expected `str` of length <= (?P<n>\d+)"), "String should have at most {n} characters", "string_too_long"),
-    (re.compile(r"Expected `str` of length >= (?P<n>\d+)"), "String should have at least {n} characters", "string_too_short"),
+    (re.compile(r"Expected `str` of length <= (?P<n>\d+)"), "String should have at most {n} character{s}", "string_too_long"),
+    (re.compile(r"Expected `str` of length >= (?P<n>\d+)"), "String should have at least {n} character{s}", "string_too_short"),
     (re.compile(r"Expected `int` >= (?P<n>-?\d+)"), "Input should be greater than or equal to {n}", "greater_than_equal"),
     (re.compile(r"Expected `int` <= (?P<n>-?\d+)"), "Input should be less than or equal to {n}", "less_than_equal"),
     (re.compile(r"Invalid enum value (?P<value>.+)"), "Input should be one of the allowed values, not {value}", "enum"),
-    (re.compile(r"Expected `int`, got `str`"), "Input should be a valid integer", "int_parsing"),
-    (re.compile(r"Expected `(?P<want>[^`|]+)[^,]*, got `(?P<got>[^`]+)`"), "Input should be a valid {want}, not {got}", "{want}_type"),
+    (re.compile(r"Expected `int( \| null)?`, got `str`"), "Input should be a valid integer", "int_parsing"),
+    (re.compile(r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`"), "Input should be a valid {want}, not {got}", "{kind}_type"),
 ]  # fmt: skip
-_TYPE_NAMES = {"str": "string", "int": "integer", "object": "dictionary", "array": "list", "bool": "boolean"}
+# msgspec's type names -> (pydantic's word in messages, pydantic's error type prefix)
+_TYPES = {
+    "str": ("string", "string"),
+    "int": ("integer", "int"),
+    "float": ("number", "float"),
+    "bool": ("boolean", "bool"),
+    "object": ("dictionary", "dict"),
+    "array": ("list", "list"),
+    "null": ("null", "none"),
+}
+# Fields whose values are enums: a wrong JSON type there is an "enum" error, as pydantic reports it.
+_ENUM_FIELDS = frozenset({"auth_type", "credential_type"})
 
 
-def _translate_message(message: str) -> tuple[str, str, str | None]:
+def _translate_message(message: str, key: str) -> tuple[str, str, str | None]:
     """(msg, type, field) for one msgspec message; ``field`` is set when the message names a missing/unknown one."""
     for pattern, msg, type_ in _MESSAGES:
         match = pattern.search(message)
-        if match:
-            values = {k: _TYPE_NAMES.get(v, v) for k, v in match.groupdict().items()}
-            return msg.format(**values), type_.format(**values), match.groupdict().get("field")
+        if not match:
+            continue
+        values = match.groupdict()
+        if "want" in values:
+            # "str | null" -> the non-null alternative is what the field wants.
+            want = next((t for t in values["want"].split(" | ") if t != "null"), "null")
+            if key in _ENUM_FIELDS:
+                return "Input should be one of the allowed values", "enum", None
+            values = {"want": _TYPES.get(want, (want, want))[0], "got": _TYPES.get(values["got"], (values["got"],))[0]}
+            values["kind"] = _TYPES.get(want, (want, want))[1]
+        if "n" in values:
+            values["s"] = "" if values["n"] == "1" else "s"
+        return msg.format(**values), type_.format(**values), values.get("field")
     return message, "value_error", None
 
 
@@ -117,11 +138,15 @@ def validation_to_422(request: Request[Any, Any, Any], exc: ValidationException)
         raw_source = item.get("source") or "body"
         source = str(getattr(raw_source, "value", raw_source))
         key = str(item.get("key") or "")
-        msg, type_, field = _translate_message(str(item.get("message", "")))
+        message = str(item.get("message", ""))
+        if key in {"", "data"} and source == "body":
+            errors.append(_body_error(message))
+            continue
+        msg, type_, field = _translate_message(message, key)
         loc: list[str | int] = [source]
         if source == "header":
             loc.append(_HEADER_NAMES.get(key, key))
-        elif key and key != "data":
+        elif key:
             loc.extend(int(part) if part.isdigit() else part for part in key.split("."))
         if field:
             loc.append(field)
@@ -129,6 +154,20 @@ def validation_to_422(request: Request[Any, Any, Any], exc: ValidationException)
     if not errors:
         errors.append({"loc": ["body"], "msg": "Invalid request", "type": "value_error"})
     return _json({"detail": errors}, HTTP_422_UNPROCESSABLE_ENTITY)
+
+
+def _body_error(message: str) -> dict[str, Any]:
+    """An error about the body as a whole: missing, not an object, or a missing/unknown field in it."""
+    if message == "'data'":  # Litestar's KeyError text when no body was sent at all
+        return {"loc": ["body"], "msg": "Field required", "type": "missing"}
+    if message.startswith("Expected `object`"):
+        return {
+            "loc": ["body"],
+            "msg": "Input should be a valid dictionary or object to extract fields from",
+            "type": "model_attributes_type",
+        }
+    msg, type_, field = _translate_message(message, "")
+    return {"loc": ["body", field] if field else ["body"], "msg": msg, "type": type_}
 
 
 def client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:

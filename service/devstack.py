@@ -197,7 +197,9 @@ def curl_example(url: str, key: str) -> str:
     )
 
 
-def run_dev_stack(state_dir: Path, port: int, echo: Callable[[str], None] = print) -> None:
+def run_dev_stack(
+    state_dir: Path, port: int, database: str = DEV_DATABASE, echo: Callable[[str], None] = print
+) -> None:
     """``credctl dev``: start everything, print how to use it, serve until Ctrl-C, then stop what it started."""
     import asyncio
 
@@ -212,7 +214,9 @@ def run_dev_stack(state_dir: Path, port: int, echo: Callable[[str], None] = prin
 
     if port_in_use(port):
         raise RuntimeError(f"127.0.0.1:{port} is taken; pass --port")
-    stops: list[Callable[[], None]] = []
+    # Run in reverse on exit; the first one, last: nothing this command made stays behind.
+    created_state_dir = not state_dir.exists()
+    stops: list[Callable[[], None]] = [lambda: shutil.rmtree(state_dir) if created_state_dir else None]
     try:
         echo("starting OpenBao (dev server, file audit device) ...")
         bao = start_bao(state_dir / "openbao", port=8200 if not port_in_use(8200) else None)
@@ -226,9 +230,9 @@ def run_dev_stack(state_dir: Path, port: int, echo: Callable[[str], None] = prin
             stops.append(embedded.stop)
             server_url = embedded.url
         # The dev Vault keeps its data in memory, so the metadata starts afresh with it and goes with it.
-        asyncio.run(drop_database(server_url, DEV_DATABASE))
-        database_url = asyncio.run(ensure_database(server_url, DEV_DATABASE))
-        stops.append(lambda: asyncio.run(drop_database(server_url, DEV_DATABASE)))
+        asyncio.run(drop_database(server_url, database))
+        database_url = asyncio.run(ensure_database(server_url, database))
+        stops.append(lambda: asyncio.run(drop_database(server_url, database)))
 
         echo("bootstrapping Vault ...")
         for step in bootstrap(
@@ -260,4 +264,4 @@ def run_dev_stack(state_dir: Path, port: int, echo: Callable[[str], None] = prin
         for stop in reversed(stops):
             with contextlib.suppress(Exception):
                 stop()
-        echo("stopped: OpenBao, the dev database and anything else this command started.")
+        echo("stopped: OpenBao, the dev database and everything else this command started.")

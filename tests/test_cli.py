@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -139,3 +141,65 @@ def test_serve_refuses_a_placeholder_token_outside_dev_mode(settings: Settings) 
     result = credctl("serve", "--port", str(free_port()), env=env)
     assert result.returncode == 2
     assert "placeholder" in result.stderr
+
+
+@pytest.mark.e2e
+def test_credctl_dev_runs_the_stack_and_ctrl_c_leaves_nothing_behind(tmp_path: Path, postgres_server: str) -> None:
+    port, state_dir, database = free_port(), tmp_path / "state", f"credtest_dev_{secrets.token_hex(4)}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "CREDENTIALS_", "DATABASE_"))}
+    process = subprocess.Popen(
+        [CREDCTL, "dev", "--port", str(port), "--state-dir", str(state_dir), "--database", database],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    printed: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(line.startswith("Ctrl-C stops") for line in printed):
+            line = process.stdout.readline()
+            assert line, "credctl dev exited early:\n" + "".join(printed)
+            printed.append(line)
+        text = "".join(printed)
+        key = re.search(r"API key \(workspace 'dev'; read, write, reveal\): (\S+)", text)
+        assert key, text
+        assert f"Credentials service: http://127.0.0.1:{port}" in text
+        assert f"curl -s http://127.0.0.1:{port}/api/v1/credentials" in text
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(50):
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {key.group(1)}"}
+        created = httpx.post(f"{url}/api/v1/credentials", json=new_credential(), headers=headers, timeout=10)
+        assert created.status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+    assert "stopped: OpenBao, the dev database and everything else this command started." in rest
+    assert not state_dir.exists()
+    assert not [p for p in _processes() if str(state_dir) in p]
+    assert not asyncio.run(_database_exists(postgres_server, database))
+
+
+def _processes() -> list[str]:
+    return [
+        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and Path(f"/proc/{pid}/cmdline").exists()
+    ]
+
+
+async def _database_exists(server_url: str, name: str) -> bool:
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url)
+    try:
+        return bool(await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await connection.close()

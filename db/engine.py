@@ -11,9 +11,9 @@ from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.postgres import PostgresEngine
 
 import db.piccolo_conf
-from db.tables import ApiKey, Credential
+from db.tables import ApiKey, Credential, CredentialVersion
 
-TABLES = (Credential, ApiKey, Migration)
+TABLES = (Credential, ApiKey, CredentialVersion, Migration)
 
 
 def bind(database_url: str) -> PostgresEngine:

@@ -4,12 +4,12 @@ import os
 
 from piccolo.conf.apps import AppConfig
 
-from db.tables import ApiKey, Credential
+from db.tables import ApiKey, Credential, CredentialVersion
 
 APP_CONFIG = AppConfig(
     app_name="db",
     migrations_folder_path=os.path.join(os.path.dirname(__file__), "migrations"),
-    table_classes=[Credential, ApiKey],
+    table_classes=[Credential, ApiKey, CredentialVersion],
     migration_dependencies=[],
     commands=[],
 )

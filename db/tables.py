@@ -20,17 +20,30 @@ class Credential(Table, tablename="credential"):
     provider = Varchar(length=255, default="custom")
     user_id = Varchar(length=255, null=True, default=None)
     created_by = Varchar(length=255)
-    status = Varchar(length=32, default="active")
+    status = Varchar(
+        length=32,
+        default="active",
+        help_text="Stored status: active, inactive, revoked or error. 'expired' is computed from expires_at.",
+    )
+    status_reason = Varchar(length=255, null=True, default=None)
+    status_changed_at = Timestamptz(null=True, default=None)
+    status_changed_by = Varchar(length=255, null=True, default=None)
     expires_at = Timestamptz(null=True, default=None)
     last_used_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
+    deleted_at = Timestamptz(
+        null=True,
+        default=None,
+        help_text="When a caller deleted it; the secret is destroyed after the retention window.",
+    )
     state = Varchar(
         length=16,
         default="pending",
         help_text=(
             "Where the row is in the write protocol: 'pending' until its secret is in Vault, 'active' once the API "
-            "shows it, 'deleting' while its secret is destroyed. Only 'active' rows are visible."
+            "shows it, 'deleted' while soft-deleted (restorable), 'deleting' while its secret is destroyed. "
+            "Only 'active' rows are visible."
         ),
     )
     kv_version = Integer(default=0, help_text="The KV v2 version of the secret that the API serves (0: none yet).")
@@ -50,3 +63,15 @@ class ApiKey(Table, tablename="api_key"):
     status = Varchar(length=16, default="active")
     expires_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
+
+
+class CredentialVersion(Table, tablename="credential_version"):
+    """Who wrote each KV version of a credential's secret, and why (metadata only; the data is in Vault)."""
+
+    id = UUID(primary_key=True)
+    credential_id = UUID(index=True)
+    version = Integer()
+    created_at = Timestamptz(default=TimestamptzNow())
+    created_by = Varchar(length=255)
+    reason = Varchar(length=32, help_text="create, update, restore, rewrap")
+    restored_from = Integer(null=True, default=None)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from litestar import Litestar, Request, Router, get
@@ -20,7 +23,7 @@ from db.tables import Credential
 from service.api import CredentialController
 from service.auth import Principal, auth_guard, provide_principal
 from service.config import Settings
-from service.credentials import CredentialService
+from service.credentials import CredentialService, Lifecycle
 from service.errors import EXCEPTION_HANDLERS
 from service.request_id import provide_request_id, request_id_middleware
 from service.schemas import Health
@@ -55,10 +58,43 @@ async def secret_store(app: Litestar) -> AsyncIterator[None]:
     try:
         await store.check_token()
         app.state.store = store
-        app.state.credential_service = CredentialService(store)
+        lifecycle = Lifecycle(
+            max_versions=settings.max_versions,
+            delete_retention=timedelta(seconds=settings.delete_retention_seconds),
+        )
+        app.state.credential_service = CredentialService(store, lifecycle)
         yield
     finally:
         store.close()
+
+
+@asynccontextmanager
+async def periodic_purge(app: Litestar) -> AsyncIterator[None]:
+    """Destroy the secrets of deletions past their retention window, every ``purge_interval_seconds``."""
+    settings: Settings = app.state.settings
+    if settings.purge_interval_seconds == 0:
+        yield
+        return
+
+    async def loop() -> None:
+        service: CredentialService = app.state.credential_service
+        while True:
+            await asyncio.sleep(settings.purge_interval_seconds)
+            try:
+                purged = await service.purge()
+            except Exception:  # a failed round is retried at the next one
+                log.exception("purge failed")
+            else:
+                if purged:
+                    log.info("purged %d deleted credential(s) past the retention window", purged)
+
+    task = asyncio.create_task(loop(), name="purge")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def provide_credential_service(request: Request[Any, Any, Any]) -> CredentialService:
@@ -111,7 +147,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     return Litestar(
         route_handlers=[api, live, ready],
-        lifespan=[database, secret_store],
+        lifespan=[database, secret_store, periodic_purge],
         on_startup=[drop_unsent_400s],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,

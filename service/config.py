@@ -65,6 +65,17 @@ class Settings:
     retry_after_seconds: int = 5
     """``CREDENTIALS_RETRY_AFTER``: the ``Retry-After`` sent with 503 when a backend is unavailable."""
 
+    max_versions: int = 10
+    """``CREDENTIALS_MAX_VERSIONS``: KV versions kept per credential; older ones are destroyed by Vault."""
+
+    delete_retention_seconds: int = 7 * 24 * 3600
+    """``CREDENTIALS_DELETE_RETENTION``: seconds a deleted credential can be restored before its secret is
+    destroyed (0: destroyed at once, as Mielto's delete)."""
+
+    purge_interval_seconds: int = 3600
+    """``CREDENTIALS_PURGE_INTERVAL``: seconds between the service's own purges of expired deletions (0: never;
+    ``credctl purge`` from cron instead)."""
+
     log_level: str = "INFO"
     """``CREDENTIALS_LOG_LEVEL``: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
 
@@ -78,6 +89,8 @@ class Settings:
             raise ConfigError("set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole login")
         if self.vault_token in _PLACEHOLDER_TOKENS and not self.dev_mode:
             raise ConfigError("VAULT_TOKEN is a placeholder; set a real token or CREDENTIALS_DEV_MODE=true")
+        if self.max_versions < 1 or self.delete_retention_seconds < 0 or self.purge_interval_seconds < 0:
+            raise ConfigError("CREDENTIALS_MAX_VERSIONS must be >= 1 and the retention and purge interval >= 0")
         if self.vault_workers < 1 or self.db_pool_max < 1 or self.db_pool_min > self.db_pool_max:
             raise ConfigError("pool sizes must be positive and CREDENTIALS_DB_POOL_MIN <= CREDENTIALS_DB_POOL_MAX")
 
@@ -116,6 +129,9 @@ _ENV_NAMES = {
     "db_pool_max": "CREDENTIALS_DB_POOL_MAX",
     "max_body_bytes": "CREDENTIALS_MAX_BODY_BYTES",
     "retry_after_seconds": "CREDENTIALS_RETRY_AFTER",
+    "max_versions": "CREDENTIALS_MAX_VERSIONS",
+    "delete_retention_seconds": "CREDENTIALS_DELETE_RETENTION",
+    "purge_interval_seconds": "CREDENTIALS_PURGE_INTERVAL",
     "log_level": "CREDENTIALS_LOG_LEVEL",
 }
 

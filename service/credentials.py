@@ -4,42 +4,58 @@ A row is written first in state ``pending`` (invisible to the API), then the sec
 becomes ``active`` with the KV version it serves. Any failure undoes what was done; a crash in between leaves
 a ``pending`` row or an unreferenced KV entry that ``credctl reconcile`` repairs. Reads serve exactly the KV
 version the row names, so a KV write that Postgres never recorded is never shown.
+
+Writers of one credential are serialized by a row lock (``SELECT ... FOR UPDATE``) and each KV write is a
+check-and-set on the version the row names, so two service instances racing cannot both win.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 from piccolo.custom_types import Combinable
 from piccolo.query.methods.select import Select
 
-from db.tables import Credential
+from db.tables import Credential, CredentialVersion
+from service import secret_types
 from service.auth import Principal
-from service.errors import CREDENTIAL_NOT_FOUND, NotFound, RequestInvalid
+from service.errors import (
+    CREDENTIAL_NOT_FOUND,
+    Conflict,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+    RequestInvalid,
+)
 from service.schemas import (
     AuthType,
     CredentialCreate,
     CredentialList,
+    CredentialMasked,
     CredentialRead,
     CredentialSecret,
     CredentialType,
     CredentialUpdate,
+    CredentialVersionList,
+    CredentialVersionRead,
 )
-from vault.errors import VersionConflict
+from vault.errors import SecretNotFound, VersionConflict
 from vault.store import CallContext, SecretStore
 
 log = logging.getLogger("service.credentials")
 
-MAX_SECRET_BYTES = 64 * 1024
-"""The encoded ``credentials`` object may not exceed this (Vault's own request limits are far above it)."""
-
 READ_FIELDS = tuple(CredentialRead.__struct_fields__)
 _COLUMNS = [getattr(Credential, name) for name in READ_FIELDS]
+_INTERNAL = [Credential.kv_version, Credential.state, Credential.deleted_at]
+
+# Stored statuses; "expired" is computed from expires_at and never stored.
+ACTIVE, INACTIVE, REVOKED, ERROR, EXPIRED = "active", "inactive", "revoked", "error", "expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,24 +68,35 @@ class ListQuery:
     search: str | None = None
 
 
-def encode_secret(credentials: dict[str, Any]) -> bytes:
-    """The bytes Vault encrypts. Refuses an empty or oversized object with a 422 that names the field."""
-    if not credentials:
-        raise RequestInvalid.at(["body", "credentials"], "credentials must not be empty", "value_error")
-    plaintext = msgspec.json.encode(credentials)
-    if len(plaintext) > MAX_SECRET_BYTES:
-        raise RequestInvalid.at(
-            ["body", "credentials"],
-            f"credentials must be at most {MAX_SECRET_BYTES} bytes as JSON, got {len(plaintext)}",
-            "too_long",
-        )
-    return plaintext
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """The lifecycle settings the service runs with."""
+
+    max_versions: int = 10
+    delete_retention: timedelta = timedelta(days=7)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def computed_status(row: dict[str, Any], now: datetime | None = None) -> str:
+    if row["status"] == ACTIVE and row["expires_at"] is not None and row["expires_at"] <= (now or _now()):
+        return EXPIRED
+    return str(row["status"])
+
+
+def etag(row: dict[str, Any]) -> str:
+    """Changes whenever the credential does: its KV version or its metadata (``updated_at``)."""
+    stamp = f"{row['id']}:{row['kv_version']}:{row['updated_at'].isoformat()}:{row['status']}"
+    return '"' + hashlib.sha256(stamp.encode()).hexdigest()[:32] + '"'
 
 
 def to_read(row: dict[str, Any]) -> CredentialRead:
     values = {name: row[name] for name in READ_FIELDS}
     values["id"] = str(row["id"])
     values["auth_type"] = AuthType(row["auth_type"])
+    values["status"] = computed_status(row)
     if row["credential_type"] is not None:
         values["credential_type"] = CredentialType(row["credential_type"])
     return CredentialRead(**values)
@@ -87,18 +114,31 @@ def _visible(principal: Principal) -> Combinable:
     return (Credential.workspace_id == principal.workspace_id) & (Credential.state == "active")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _status_filter(status: str, now: datetime) -> Combinable:
+    """Filter on the computed status: an active row past its expiry is 'expired', not 'active'."""
+    unexpired = Credential.expires_at.is_null() | (Credential.expires_at > now)
+    if status == ACTIVE:
+        return (Credential.status == ACTIVE) & unexpired
+    if status == EXPIRED:
+        return (Credential.status == ACTIVE) & (Credential.expires_at <= now)
+    return Credential.status == status
+
+
+def _ctx(principal: Principal, request_id: str) -> CallContext:
+    return CallContext(request_id=request_id, actor=principal.actor_id, workspace=principal.workspace_id)
 
 
 class CredentialService:
     """The operations behind the ``/credentials`` endpoints, for one principal at a time."""
 
-    def __init__(self, store: SecretStore) -> None:
+    def __init__(self, store: SecretStore, lifecycle: Lifecycle | None = None) -> None:
         self.store = store
+        self.lifecycle = lifecycle or Lifecycle()
 
-    async def create(self, principal: Principal, request_id: str, data: CredentialCreate) -> CredentialRead:
-        plaintext = encode_secret(data.credentials)
+    # -- create ------------------------------------------------------------------------------------------------
+
+    async def create(self, principal: Principal, request_id: str, data: CredentialCreate) -> dict[str, Any]:
+        plaintext = secret_types.validate(data.auth_type, data.credentials)
         credential_id = uuid.uuid4()
         now = _now()
         row = Credential(
@@ -112,14 +152,15 @@ class CredentialService:
             provider=data.provider if data.provider is not None else "custom",
             user_id=data.user_id,
             created_by=principal.actor_id,
-            status="active",
+            status=ACTIVE,
+            expires_at=data.expires_at or secret_types.expires_at_of(data.credentials),
             created_at=now,
             updated_at=now,
             state="pending",
             kv_version=0,
         )
         await Credential.insert(row)
-        ctx = CallContext(request_id=request_id, actor=principal.actor_id, workspace=principal.workspace_id)
+        ctx = _ctx(principal, request_id)
         try:
             stored = await self.store.create(
                 ctx,
@@ -132,14 +173,17 @@ class CredentialService:
                     "auth_type": data.auth_type.value,
                     "request_id": request_id,
                 },
+                max_versions=self.lifecycle.max_versions,
             )
-            await Credential.update({Credential.state: "active", Credential.kv_version: stored.version}).where(
-                Credential.id == credential_id
-            )
+            async with Credential._meta.db.transaction():
+                await Credential.update({Credential.state: "active", Credential.kv_version: stored.version}).where(
+                    Credential.id == credential_id
+                )
+                await self._record_version(credential_id, stored.version, principal, "create")
         except BaseException:
             await self._undo_create(ctx, credential_id)
             raise
-        return to_read({**row.to_dict(), "state": "active"})
+        return {**row.to_dict(), "state": "active", "kv_version": stored.version}
 
     async def _undo_create(self, ctx: CallContext, credential_id: uuid.UUID) -> None:
         """Best effort, each step on its own: what cannot be undone now, ``credctl reconcile`` finishes later
@@ -153,11 +197,25 @@ class CredentialService:
         except Exception as exc:
             log.warning("create %s: pending row not removed (%s); reconcile will", credential_id, type(exc).__name__)
 
-    async def get(self, principal: Principal, credential_id: str) -> CredentialRead:
+    # -- read --------------------------------------------------------------------------------------------------
+
+    async def get(self, principal: Principal, credential_id: str) -> dict[str, Any]:
         row = await self._select(principal).where(Credential.id == parse_id(credential_id)).first()
         if row is None:
             raise NotFound(CREDENTIAL_NOT_FOUND)
-        return to_read(row)
+        return dict(row)
+
+    async def get_masked(
+        self, principal: Principal, request_id: str, credential_id: str
+    ) -> tuple[dict[str, Any], CredentialMasked]:
+        row = await self.get(principal, credential_id)
+        auth_type = AuthType(row["auth_type"])
+        if row["status"] == REVOKED:
+            shown: dict[str, Any] = {}
+        else:
+            secret = await self._read_secret(principal, request_id, row, row["kv_version"])
+            shown = secret_types.masked(auth_type, secret)
+        return row, CredentialMasked(**msgspec.structs.asdict(to_read(row)), masked_credentials=shown)
 
     async def list(self, principal: Principal, query: ListQuery) -> CredentialList:
         where: Combinable = _visible(principal)
@@ -166,7 +224,7 @@ class CredentialService:
         if query.auth_type is not None:
             where &= Credential.auth_type == query.auth_type.value
         if query.status is not None:
-            where &= Credential.status == query.status
+            where &= _status_filter(query.status, _now())
         if query.search:
             pattern = "%" + query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where &= Credential.label.ilike(pattern) | Credential.description.ilike(pattern)
@@ -185,33 +243,54 @@ class CredentialService:
             size=query.limit,
         )
 
+    # -- update ------------------------------------------------------------------------------------------------
+
     async def update(
-        self, principal: Principal, request_id: str, credential_id: str, data: CredentialUpdate
-    ) -> CredentialRead:
+        self,
+        principal: Principal,
+        request_id: str,
+        credential_id: str,
+        data: CredentialUpdate,
+        if_match: str | None = None,
+    ) -> dict[str, Any]:
         cid = parse_id(credential_id)
         changes: dict[Any, Any] = {}
-        for name in ("label", "description", "credential_scope"):
+        for name in ("label", "description", "credential_scope", "expires_at"):
             value = getattr(data, name)
             # Mielto's PUT is a partial update: unset or null leaves the field as it is.
             if value is not msgspec.UNSET and value is not None:
                 changes[getattr(Credential, name)] = value
-        new_secret = data.credentials not in (msgspec.UNSET, None)
-        plaintext = encode_secret(data.credentials) if new_secret else b""  # type: ignore[arg-type]
+        new_secret: dict[str, Any] | None = None if data.credentials in (msgspec.UNSET, None) else data.credentials
 
         async with Credential._meta.db.transaction():
-            # The row lock serializes writers of one credential across every service instance.
-            row = await self._select(principal, Credential.kv_version).where(Credential.id == cid).lock_rows().first()
-            if row is None:
-                raise NotFound(CREDENTIAL_NOT_FOUND)
-            if not changes and not new_secret:
-                return to_read(row)
-            ctx = CallContext(request_id=request_id, actor=principal.actor_id, workspace=principal.workspace_id)
-            if new_secret:
-                changes[Credential.kv_version] = await self._write_version(ctx, cid, plaintext, row["kv_version"])
+            row = await self._locked(principal, cid)
+            if if_match is not None and if_match.strip() not in {"*", etag(row)}:
+                raise PreconditionFailed("The credential changed since it was read (If-Match does not match its ETag)")
+            if row["status"] == REVOKED:
+                raise Conflict("The credential is revoked and cannot be changed")
+            if not changes and new_secret is None:
+                return row
+            auth_type = AuthType(row["auth_type"])
+            if new_secret is not None:
+                plaintext = secret_types.validate(auth_type, new_secret)
+                if any(secret_types.MASK in str(v) for v in new_secret.values()):
+                    current = await self._read_secret(principal, request_id, row, row["kv_version"])
+                    sent_back = secret_types.masked_fields_sent_back(auth_type, current, new_secret)
+                    if sent_back:
+                        raise RequestInvalid.at(
+                            ["body", "credentials", sent_back[0]],
+                            "This is the masked value; send the real secret or leave the field out",
+                            "masked_value",
+                        )
+                if Credential.expires_at not in changes and "expires_at" in new_secret:
+                    changes[Credential.expires_at] = secret_types.expires_at_of(new_secret)
+                version = await self._write_version(_ctx(principal, request_id), cid, plaintext, row["kv_version"])
+                changes[Credential.kv_version] = version
+                await self._record_version(cid, version, principal, "update")
             changes[Credential.updated_at] = _now()
             await Credential.update(changes).where(Credential.id == cid)
         row.update({column._meta.name: value for column, value in changes.items()})
-        return to_read(row)
+        return row
 
     async def _write_version(self, ctx: CallContext, cid: uuid.UUID, plaintext: bytes, known: int) -> int:
         """Write a new KV version on top of ``known``, the version Postgres serves.
@@ -225,48 +304,208 @@ class CredentialService:
             current = await self.store.current_version(ctx.workspace, str(cid))
             if current is None or current <= known:
                 raise
-            log.warning(
-                "credential %s: KV at v%d, database at v%d; destroying the unserved versions", cid, current, known
-            )
+            log.warning("credential %s: KV at v%d, database at v%d; destroying unserved versions", cid, current, known)
             await self.store.destroy_versions(ctx, str(cid), list(range(known + 1, current + 1)))
             return await self.store.update(ctx, str(cid), plaintext, expected_version=current)
 
-    async def delete(self, principal: Principal, request_id: str, credential_id: str) -> None:
+    async def _record_version(
+        self, cid: uuid.UUID, version: int, principal: Principal, reason: str, **extra: Any
+    ) -> None:
+        await CredentialVersion.insert(
+            CredentialVersion(credential_id=cid, version=version, created_by=principal.actor_id, reason=reason, **extra)
+        )
+
+    # -- versions ----------------------------------------------------------------------------------------------
+
+    async def versions(self, principal: Principal, credential_id: str) -> CredentialVersionList:
+        row = await self.get(principal, credential_id)
+        records = await (
+            CredentialVersion.select()
+            .where(CredentialVersion.credential_id == row["id"])
+            .order_by(CredentialVersion.version, ascending=False)
+        )
+        metadata = await self.store.metadata(principal.workspace_id, str(row["id"])) or {}
+        in_vault = metadata.get("versions") or {}
+        return CredentialVersionList(
+            versions=[
+                CredentialVersionRead(
+                    version=r["version"],
+                    created_at=r["created_at"],
+                    created_by=r["created_by"],
+                    reason=r["reason"],
+                    restored_from=r["restored_from"],
+                    current=r["version"] == row["kv_version"],
+                    destroyed=_destroyed(in_vault.get(str(r["version"]))),
+                )
+                for r in records
+            ]
+        )
+
+    async def restore_version(
+        self, principal: Principal, request_id: str, credential_id: str, version: int
+    ) -> dict[str, Any]:
+        """Make version ``version`` current again, as a new version (the history is never rewritten)."""
         cid = parse_id(credential_id)
+        async with Credential._meta.db.transaction():
+            row = await self._locked(principal, cid)
+            if row["status"] == REVOKED:
+                raise Conflict("The credential is revoked and cannot be changed")
+            plaintext = await self._read_version(principal, request_id, row, version)
+            ctx = _ctx(principal, request_id)
+            new_version = await self._write_version(ctx, cid, plaintext, row["kv_version"])
+            await self._record_version(cid, new_version, principal, "restore", restored_from=version)
+            changes: dict[Any, Any] = {Credential.kv_version: new_version, Credential.updated_at: _now()}
+            await Credential.update(changes).where(Credential.id == cid)
+        row.update({column._meta.name: value for column, value in changes.items()})
+        return row
+
+    # -- reveal ------------------------------------------------------------------------------------------------
+
+    async def reveal(
+        self, principal: Principal, request_id: str, credential_id: str, version: int | None = None
+    ) -> CredentialSecret:
+        row = await self.get(principal, credential_id)
+        status = computed_status(row)
+        if status == INACTIVE:
+            raise Conflict(_because("The credential is disabled", row["status_reason"]))
+        if status == REVOKED:
+            raise Conflict(_because("The credential is revoked", row["status_reason"]))
+        if status == ERROR:
+            raise Conflict(_because("The credential is in error", row["status_reason"]))
+        if status == EXPIRED:
+            raise Conflict(f"The credential expired at {row['expires_at'].isoformat()}")
+        wanted = row["kv_version"] if version is None else version
+        plaintext = await self._read_version(principal, request_id, row, wanted)
+        await Credential.update({Credential.last_used_at: _now()}).where(Credential.id == row["id"])
+        return CredentialSecret(
+            id=str(row["id"]),
+            version=wanted,
+            auth_type=AuthType(row["auth_type"]),
+            credentials=msgspec.json.decode(plaintext),
+        )
+
+    async def _read_version(self, principal: Principal, request_id: str, row: dict[str, Any], version: int) -> bytes:
+        """One version's plaintext: 404 for a version this credential never had, 410 for one destroyed."""
+        if not 1 <= version <= row["kv_version"]:
+            raise NotFound(f"Version {version} not found")
+        try:
+            return await self.store.read(_ctx(principal, request_id), str(row["id"]), version)
+        except SecretNotFound:
+            if version == row["kv_version"]:
+                raise
+            raise Gone(f"Version {version} was destroyed") from None
+
+    async def _read_secret(
+        self, principal: Principal, request_id: str, row: dict[str, Any], version: int
+    ) -> dict[str, Any]:
+        plaintext = await self._read_version(principal, request_id, row, version)
+        decoded: dict[str, Any] = msgspec.json.decode(plaintext)
+        return decoded
+
+    # -- status ------------------------------------------------------------------------------------------------
+
+    async def set_status(
+        self, principal: Principal, request_id: str, credential_id: str, action: str, reason: str | None
+    ) -> dict[str, Any]:
+        """disable (-> inactive), enable (-> active) or revoke (-> revoked: every version destroyed in Vault)."""
+        cid = parse_id(credential_id)
+        async with Credential._meta.db.transaction():
+            row = await self._locked(principal, cid)
+            if row["status"] == REVOKED:
+                if action == "revoke":
+                    return row
+                raise Conflict("The credential is revoked; it can no longer be changed")
+            target = {"disable": INACTIVE, "enable": ACTIVE, "revoke": REVOKED}[action]
+            if action == "revoke":
+                # Destroy first: if Vault fails, nothing changes and the caller can retry.
+                versions = list(range(1, row["kv_version"] + 1))
+                await self.store.destroy_versions(_ctx(principal, request_id), str(cid), versions)
+            now = _now()
+            changes: dict[Any, Any] = {
+                Credential.status: target,
+                Credential.status_reason: reason,
+                Credential.status_changed_at: now,
+                Credential.status_changed_by: principal.actor_id,
+                Credential.updated_at: now,
+            }
+            await Credential.update(changes).where(Credential.id == cid)
+        row.update({column._meta.name: value for column, value in changes.items()})
+        return row
+
+    # -- delete, restore, purge --------------------------------------------------------------------------------
+
+    async def delete(self, principal: Principal, request_id: str, credential_id: str) -> None:
+        """Hide at once; the secret is destroyed when the retention window ends (at once when it is zero)."""
+        cid = parse_id(credential_id)
+        now = _now()
+        immediate = self.lifecycle.delete_retention <= timedelta(0)
         hidden = await (
-            Credential.update({Credential.state: "deleting", Credential.updated_at: _now()})
+            Credential.update({Credential.state: "deleting" if immediate else "deleted", Credential.deleted_at: now})
             .where(_visible(principal) & (Credential.id == cid))
             .returning(Credential.id)
         )
         if not hidden:
             raise NotFound(CREDENTIAL_NOT_FOUND)
-        ctx = CallContext(request_id=request_id, actor=principal.actor_id, workspace=principal.workspace_id)
+        if immediate:
+            await self._destroy(_ctx(principal, request_id), principal.workspace_id, cid, restore_to="active")
+
+    async def _destroy(self, ctx: CallContext | None, workspace_id: str, cid: uuid.UUID, restore_to: str) -> None:
         try:
-            await self.store.destroy(ctx, principal.workspace_id, str(cid))
+            await self.store.destroy(ctx, workspace_id, str(cid))
         except BaseException:
-            # The secret is still there: show the credential again rather than lose track of it.
-            await Credential.update({Credential.state: "active"}).where(Credential.id == cid)
+            # The secret is still there: put the row back rather than lose track of it.
+            await Credential.update({Credential.state: restore_to}).where(Credential.id == cid)
             raise
+        await CredentialVersion.delete().where(CredentialVersion.credential_id == cid)
         await Credential.delete().where(Credential.id == cid)
 
-    async def reveal(self, principal: Principal, request_id: str, credential_id: str) -> CredentialSecret:
+    async def restore(self, principal: Principal, credential_id: str) -> dict[str, Any]:
+        """Bring back a deleted credential within the retention window."""
         cid = parse_id(credential_id)
-        row = await (
-            Credential.select(Credential.auth_type, Credential.kv_version)
-            .where(_visible(principal) & (Credential.id == cid))
-            .first()
+        window_start = _now() - self.lifecycle.delete_retention
+        restored = await (
+            Credential.update({Credential.state: "active", Credential.deleted_at: None, Credential.updated_at: _now()})
+            .where(
+                (Credential.workspace_id == principal.workspace_id)
+                & (Credential.id == cid)
+                & (Credential.state == "deleted")
+                & (Credential.deleted_at > window_start)
+            )
+            .returning(Credential.id)
         )
+        if not restored:
+            raise NotFound(CREDENTIAL_NOT_FOUND)
+        return await self.get(principal, credential_id)
+
+    async def purge(self, now: datetime | None = None) -> int:
+        """Destroy the secrets of deletions past the retention window; returns how many were purged."""
+        cutoff = (now or _now()) - self.lifecycle.delete_retention
+        due = await (
+            Credential.update({Credential.state: "deleting"})
+            .where((Credential.state == "deleted") & (Credential.deleted_at <= cutoff))
+            .returning(Credential.id, Credential.workspace_id)
+        )
+        for row in due:
+            await self._destroy(None, row["workspace_id"], row["id"], restore_to="deleted")
+        return len(due)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    async def _locked(self, principal: Principal, cid: uuid.UUID) -> dict[str, Any]:
+        """The visible row, locked until the surrounding transaction ends."""
+        row = await self._select(principal).where(Credential.id == cid).lock_rows().first()
         if row is None:
             raise NotFound(CREDENTIAL_NOT_FOUND)
-        ctx = CallContext(request_id=request_id, actor=principal.actor_id, workspace=principal.workspace_id)
-        plaintext = await self.store.read(ctx, str(cid), row["kv_version"])
-        await Credential.update({Credential.last_used_at: _now()}).where(Credential.id == cid)
-        return CredentialSecret(
-            id=str(cid),
-            version=row["kv_version"],
-            auth_type=AuthType(row["auth_type"]),
-            credentials=msgspec.json.decode(plaintext),
-        )
+        return dict(row)
 
-    def _select(self, principal: Principal, *extra: Any) -> Select[Credential]:
-        return Credential.select(*_COLUMNS, *extra).where(_visible(principal))
+    def _select(self, principal: Principal) -> Select[Credential]:
+        return Credential.select(*_COLUMNS, *_INTERNAL).where(_visible(principal))
+
+
+def _destroyed(version: dict[str, Any] | None) -> bool:
+    """A version Vault no longer holds: destroyed, deleted, or pruned past max_versions."""
+    return version is None or bool(version.get("destroyed")) or bool(version.get("deletion_time"))
+
+
+def _because(message: str, reason: str | None) -> str:
+    return f"{message}: {reason}" if reason else message

@@ -4,7 +4,9 @@
     ├── NotFound              404     also for another workspace's objects, byte for byte the same
     ├── Unauthorized          401     with WWW-Authenticate: Bearer
     ├── Forbidden             403     names the missing permission
-    ├── Conflict              409
+    ├── Conflict              409     the credential's state forbids it (disabled, revoked, expired)
+    ├── Gone                  410     a version that was destroyed
+    ├── PreconditionFailed    412     If-Match no longer matches
     ├── RequestInvalid        422     {"detail": [{"loc": [...], "msg": "...", "type": "..."}]}
     └── BackendUnavailable    503     with Retry-After; Vault or Postgres cannot serve now
 
@@ -52,6 +54,14 @@ class Forbidden(ServiceError):
 
 class Conflict(ServiceError):
     status_code = 409
+
+
+class Gone(ServiceError):
+    status_code = 410
+
+
+class PreconditionFailed(ServiceError):
+    status_code = 412
 
 
 class BackendUnavailable(ServiceError):

@@ -2,7 +2,8 @@
 
 What it looks for (each older than a grace period, so writes in flight are left alone):
 - ``pending`` rows: a create that never finished. Its secret (if any) is destroyed and the row removed.
-- ``deleting`` rows: a delete that never finished. The secret is destroyed and the row removed.
+- ``deleting`` rows: a delete or purge that never finished. The secret is destroyed and the row removed.
+  (``deleted`` rows are soft-deleted and restorable: the purge, not the reconciler, ends them.)
 - KV entries with no row: a create whose row is gone. The entry is destroyed.
 - KV entries ahead of their row: an update that wrote Vault but not Postgres. The unserved versions are destroyed.
 - ``active`` rows whose secret is missing from KV are reported (there is nothing to restore them from).
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from db.tables import Credential
+from db.tables import Credential, CredentialVersion
 from vault.store import WORKSPACES_PREFIX, CallContext, SecretStore
 
 
@@ -45,6 +46,7 @@ async def reconcile(
         report.actions.append(f"{verb}remove {row['state']} credential {cid} (workspace {wid}) and destroy its secret")
         if apply:
             await store.destroy(None, wid, cid)
+            await CredentialVersion.delete().where(CredentialVersion.credential_id == row["id"])
             await Credential.delete().where(Credential.id == row["id"])
         progress(cid)
 

@@ -92,6 +92,8 @@ class CredentialCreate(Schema, kw_only=True):
     credential_type: CredentialType | None = None
     provider: Provider | None = "custom"
     user_id: UserId | None = None
+    expires_at: datetime | None = None
+    """Addition: when the credential expires (also taken from ``credentials.expires_at`` where the type has one)."""
 
 
 class CredentialUpdate(Schema, kw_only=True):
@@ -101,6 +103,8 @@ class CredentialUpdate(Schema, kw_only=True):
     description: Description | msgspec.UnsetType | None = msgspec.UNSET
     credential_scope: Scope | msgspec.UnsetType | None = msgspec.UNSET
     credentials: SecretData | msgspec.UnsetType | None = msgspec.UNSET
+    expires_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
+    """Addition: a new expiry (null leaves it as is)."""
 
 
 class CredentialRead(ReadSchema, frozen=True, kw_only=True):
@@ -121,6 +125,36 @@ class CredentialRead(ReadSchema, frozen=True, kw_only=True):
     last_used_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+    status_reason: str | None = None
+    """Addition: why the status last changed (disable, enable, revoke, refresh failure)."""
+    status_changed_at: datetime | None = None
+    """Addition: when the status last changed."""
+
+
+class CredentialMasked(CredentialRead, frozen=True, kw_only=True):
+    """``GET /credentials/{id}?include=masked``: the metadata plus the secret with all but 4 characters masked."""
+
+    masked_credentials: dict[str, Any]
+
+
+class StatusChange(Schema, kw_only=True):
+    """Body of disable, enable and revoke (optional)."""
+
+    reason: Annotated[str, msgspec.Meta(max_length=255, description="Why; recorded as status_reason")] | None = None
+
+
+class CredentialVersionRead(ReadSchema, frozen=True, kw_only=True):
+    version: int
+    created_at: datetime
+    created_by: str
+    reason: str
+    restored_from: int | None = None
+    current: bool
+    destroyed: bool
+
+
+class CredentialVersionList(ReadSchema, frozen=True, kw_only=True):
+    versions: list[CredentialVersionRead]
 
 
 class CredentialList(ReadSchema, frozen=True, kw_only=True):

@@ -31,14 +31,37 @@ class Caller:
 MakeCaller = Callable[..., Awaitable[Caller]]
 
 
+def valid_secret(auth_type: str) -> dict[str, object]:
+    """A ``credentials`` object that satisfies ``auth_type``'s required fields, with random secret values."""
+    token = secrets.token_hex(12)
+    oauth = {
+        "access_token": f"at_{token}",
+        "refresh_token": f"rt_{token}",
+        "token_url": "https://auth.example.com/oauth/token",
+        "client_id": "client-1",
+    }
+    return {
+        "api_key": {"api_key": f"sk_live_{token}"},
+        "basic_auth": {"username": "svc", "password": f"pw_{token}"},
+        "access_token": {"access_token": f"at_{token}"},
+        "oauth_token": {"access_token": f"at_{token}"},
+        "oauth_token_refresh": oauth,
+        "oauth_token_refresh_rotation": oauth,
+        "access_token_refresh": {k: v for k, v in oauth.items() if k != "client_id"},
+        "public_key_secret": {"public_key": "pk_1", "secret_key": f"sk_{token}"},
+        "connection_string": {"connection_string": f"postgresql://svc:{token}@db.example.com/app"},
+    }.get(auth_type, {"value": f"custom_{token}"})
+
+
 def new_credential(**overrides: object) -> dict[str, object]:
+    """A valid create body; ``credentials`` matches ``auth_type`` unless given."""
     body: dict[str, object] = {
         "label": "Stripe production",
         "auth_type": "api_key",
         "credential_scope": "workspace",
-        "credentials": {"api_key": f"sk_live_{secrets.token_hex(12)}"},
     }
     body.update(overrides)
+    body.setdefault("credentials", valid_secret(str(body["auth_type"])))
     return body
 
 

@@ -23,6 +23,7 @@ async def test_create_answers_the_read_schema_with_server_set_fields(client: htt
     assert set(created) == {
         "label", "description", "auth_type", "credential_type", "credential_scope", "provider", "user_id", "id",
         "workspace_id", "created_by", "status", "expires_at", "last_used_at", "created_at", "updated_at",
+        "status_reason", "status_changed_at",
     }  # fmt: skip
     assert created["label"] == "Stripe production"
     assert created["description"] == "billing"

@@ -46,7 +46,8 @@ async def rows_in(workspace: str) -> list[dict[str, object]]:
 
 
 async def test_vault_sealed_then_killed(database_url: str, own_bao: BaoServer) -> None:
-    async with running_app(settings_for(database_url, own_bao)) as client:
+    # Deletes destroy at once here (no retention window), so a sealed Vault must refuse them.
+    async with running_app(settings_for(database_url, own_bao, delete_retention_seconds=0)) as client:
         workspace = f"wsp_{secrets.token_hex(4)}"
         headers = {"Authorization": f"Bearer {(await create_api_key(workspace, ['read', 'write', 'reveal'])).key}"}
         kept = (await client.post(API, json=new_credential(credentials={"api_key": "kept"}), headers=headers)).json()

@@ -31,7 +31,42 @@ CREDENTIAL_OPERATIONS = {
     (ITEM_PATH, "delete"): "delete_credential_api_v1_credentials__credential_id__delete",
     (REVEAL_PATH, "post"): "reveal_credential_api_v1_credentials__credential_id__reveal_post",
 }
+# Additions beyond Mielto's API (secret lifecycle): documented, and held to the same conventions.
+ADDED_OPERATIONS = {
+    (
+        "/api/v1/credentials/{credential_id}/restore",
+        "post",
+    ): "restore_credential_api_v1_credentials__credential_id__restore_post",
+    (
+        "/api/v1/credentials/{credential_id}/versions",
+        "get",
+    ): "list_versions_api_v1_credentials__credential_id__versions_get",
+    ("/api/v1/credentials/{credential_id}/versions/{version}/restore", "post"): (
+        "restore_version_api_v1_credentials__credential_id__versions__version__restore_post"
+    ),
+    (
+        "/api/v1/credentials/{credential_id}/disable",
+        "post",
+    ): "disable_credential_api_v1_credentials__credential_id__disable_post",
+    (
+        "/api/v1/credentials/{credential_id}/enable",
+        "post",
+    ): "enable_credential_api_v1_credentials__credential_id__enable_post",
+    (
+        "/api/v1/credentials/{credential_id}/revoke",
+        "post",
+    ): "revoke_credential_api_v1_credentials__credential_id__revoke_post",
+}
+AUTH_TYPES_OPERATION = ("/api/v1/credentials/auth-types", "get")
 HEALTH_OPERATIONS = [("/health/live", "get"), ("/health/ready", "get")]
+# Fields added to Mielto's schemas (optional and nullable, never required), documented in the README.
+ADDED_FIELDS = {
+    "CredentialCreate": {"expires_at": {"type": "string", "format": "date-time", "nullable": True}},
+    "CredentialRead": {
+        "status_reason": {"type": "string", "nullable": True},
+        "status_changed_at": {"type": "string", "format": "date-time", "nullable": True},
+    },
+}
 # Responses the service declares beyond the seed's (200, 404, 422): its own auth and backend errors.
 SERVICE_ERROR_CODES = {"401", "403", "503"}
 
@@ -171,7 +206,7 @@ async def test_the_document_is_served_without_credentials(client: httpx.AsyncCli
 def test_schema_has_the_seeds_property_names(document: dict[str, Any], seed: dict[str, Any], name: str) -> None:
     ours, theirs = component(document, name), seed["components"]["schemas"][name]
 
-    assert set(ours["properties"]) == set(theirs["properties"])
+    assert set(ours["properties"]) == set(theirs["properties"]) | set(ADDED_FIELDS[name])
     assert ours.get("type") == theirs["type"] == "object"
 
 
@@ -190,7 +225,7 @@ def test_schema_has_the_seeds_types_limits_and_defaults(
     ours = normalised_properties(component(document, name))
     theirs = normalised_properties(seed["components"]["schemas"][name])
 
-    assert ours == theirs
+    assert ours == {**theirs, **ADDED_FIELDS[name]}
 
 
 @pytest.mark.parametrize("name", ["AuthType", "CredentialType"])
@@ -294,14 +329,19 @@ def test_the_document_lists_exactly_the_services_endpoints(document: dict[str, A
         if method in {"get", "put", "post", "delete", "patch", "head", "options"}
     }
 
-    assert listed == set(CREDENTIAL_OPERATIONS) | set(HEALTH_OPERATIONS)
+    assert listed == set(CREDENTIAL_OPERATIONS) | set(ADDED_OPERATIONS) | {AUTH_TYPES_OPERATION} | set(
+        HEALTH_OPERATIONS
+    )
 
 
-@pytest.mark.parametrize(("path", "method"), list(CREDENTIAL_OPERATIONS), ids=list(CREDENTIAL_OPERATIONS.values()))
+ALL_ITEM_OPERATIONS = {**CREDENTIAL_OPERATIONS, **ADDED_OPERATIONS}
+
+
+@pytest.mark.parametrize(("path", "method"), list(ALL_ITEM_OPERATIONS), ids=list(ALL_ITEM_OPERATIONS.values()))
 def test_every_credentials_operation_is_declared_like_create(document: dict[str, Any], path: str, method: str) -> None:
     op = operation(document, path, method)
 
-    assert op["operationId"] == CREDENTIAL_OPERATIONS[path, method]
+    assert op["operationId"] == ALL_ITEM_OPERATIONS[path, method]
     assert op["tags"] == ["Credentials"]
     assert op["security"] == [{"DualAuthScheme": []}]
     assert header_parameter(op, "X-Workspace-Id").get("required", False) is False
@@ -347,14 +387,17 @@ def test_the_update_body_is_all_optional_with_the_seeds_limits(document: dict[st
         "description": {"type": "string", "maxLength": 255, "nullable": True},
         "credential_scope": {"type": "string", "maxLength": 255, "nullable": True},
         "credentials": {"type": "object", "additionalProperties": True, "nullable": True},
+        "expires_at": {"type": "string", "format": "date-time", "nullable": True},
     }
     assert ref_of(op["responses"]["200"]) == "#/components/schemas/CredentialRead"
 
 
-def test_get_answers_the_read_schema(document: dict[str, Any]) -> None:
+def test_get_answers_the_read_schema_or_its_masked_variant(document: dict[str, Any]) -> None:
     op = operation(document, ITEM_PATH, "get")
+    schema = op["responses"]["200"]["content"]["application/json"]["schema"]
 
-    assert ref_of(op["responses"]["200"]) == "#/components/schemas/CredentialRead"
+    refs = {branch["$ref"] for branch in schema.get("oneOf", schema.get("anyOf", [schema]))}
+    assert refs == {"#/components/schemas/CredentialRead", "#/components/schemas/CredentialMasked"}
 
 
 # --- examples ----------------------------------------------------------------------------------------------------

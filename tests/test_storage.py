@@ -7,15 +7,20 @@ import base64
 import logging
 import secrets
 import subprocess
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import hvac
 import pytest
 
+from db.tables import Credential, CredentialVersion
+from service.auth import create_api_key
 from service.config import Settings
+from service.credentials import CredentialService, Lifecycle
 from service.devstack import BaoServer
+from tests.conftest import running_app, settings_for
 from tests.helpers import API, Caller, MakeCaller, new_credential, pg_dump_binary
-from vault.store import derivation_context, secret_path
+from vault.store import SecretStore, derivation_context, secret_path
 
 
 def vault(bao: BaoServer) -> hvac.Client:
@@ -79,7 +84,9 @@ async def test_ciphertext_decrypts_only_with_its_own_workspace_and_credential(
     client: httpx.AsyncClient, make_caller: MakeCaller, bao: BaoServer
 ) -> None:
     alice, bob = await make_caller(), await make_caller()
-    mine = (await client.post(API, json=new_credential(credentials={"k": "v"}), headers=alice.headers)).json()
+    mine = (
+        await client.post(API, json=new_credential(auth_type="custom", credentials={"k": "v"}), headers=alice.headers)
+    ).json()
     other = (await client.post(API, json=new_credential(), headers=alice.headers)).json()
     client_ = vault(bao)
     ciphertext = client_.secrets.kv.v2.read_secret_version(
@@ -102,8 +109,16 @@ async def test_a_ciphertext_moved_to_another_credentials_path_does_not_reveal(
     client: httpx.AsyncClient, caller: Caller, bao: BaoServer
 ) -> None:
     """Copying KV data between credentials (an attacker with KV write access) yields an error, not the secret."""
-    first = (await client.post(API, json=new_credential(credentials={"k": "first"}), headers=caller.headers)).json()
-    second = (await client.post(API, json=new_credential(credentials={"k": "second"}), headers=caller.headers)).json()
+    first = (
+        await client.post(
+            API, json=new_credential(auth_type="custom", credentials={"k": "first"}), headers=caller.headers
+        )
+    ).json()
+    second = (
+        await client.post(
+            API, json=new_credential(auth_type="custom", credentials={"k": "second"}), headers=caller.headers
+        )
+    ).json()
     kv = vault(bao).secrets.kv.v2
     stolen = kv.read_secret_version(
         path=secret_path(caller.workspace, first["id"]), mount_point="credentials", raise_on_deleted_version=True
@@ -111,8 +126,6 @@ async def test_a_ciphertext_moved_to_another_credentials_path_does_not_reveal(
     kv.create_or_update_secret(
         path=secret_path(caller.workspace, second["id"]), secret=stolen, mount_point="credentials"
     )
-    from db.tables import Credential
-
     await Credential.update({Credential.kv_version: 2}).where(Credential.id == second["id"])
 
     response = await client.post(f"{API}/{second['id']}/reveal", headers=caller.headers)
@@ -121,21 +134,45 @@ async def test_a_ciphertext_moved_to_another_credentials_path_does_not_reveal(
     assert "first" not in response.text
 
 
-async def test_delete_destroys_every_version_in_vault(
-    client: httpx.AsyncClient, caller: Caller, bao: BaoServer
+async def test_delete_hides_at_once_and_the_purge_destroys_every_version(
+    client: httpx.AsyncClient, caller: Caller, bao: BaoServer, settings: Settings
 ) -> None:
     created = (await client.post(API, json=new_credential(), headers=caller.headers)).json()
     await client.put(f"{API}/{created['id']}", json={"credentials": {"api_key": "v2"}}, headers=caller.headers)
     path = secret_path(caller.workspace, created["id"])
-    assert (
-        vault(bao).secrets.kv.v2.read_secret_metadata(path=path, mount_point="credentials")["data"]["current_version"]
-        == 2
-    )
+    kv = vault(bao).secrets.kv.v2
+    assert kv.read_secret_metadata(path=path, mount_point="credentials")["data"]["current_version"] == 2
 
     assert (await client.delete(f"{API}/{created['id']}", headers=caller.headers)).status_code == 200
+    assert (await client.get(f"{API}/{created['id']}", headers=caller.headers)).status_code == 404
+    # Within the retention window the secret is still in Vault, so the credential can be restored.
+    assert kv.read_secret_metadata(path=path, mount_point="credentials")["data"]["current_version"] == 2
+
+    service = CredentialService(SecretStore.connect(bao.addr, bao.token, workers=1, timeout=5), Lifecycle())
+    assert await service.purge(now=datetime.now(UTC) + timedelta(days=6)) == 0
+    assert await service.purge(now=datetime.now(UTC) + timedelta(days=7, seconds=1)) == 1
 
     with pytest.raises(hvac.exceptions.InvalidPath):
-        vault(bao).secrets.kv.v2.read_secret_metadata(path=path, mount_point="credentials")
+        kv.read_secret_metadata(path=path, mount_point="credentials")
+    assert await Credential.count().where(Credential.id == created["id"]) == 0
+    assert await CredentialVersion.count().where(CredentialVersion.credential_id == created["id"]) == 0
+
+
+async def test_delete_with_no_retention_destroys_at_once(database_url: str, bao: BaoServer) -> None:
+    async with running_app(settings_for(database_url, bao, delete_retention_seconds=0)) as client:
+        key = await create_api_key("wsp_immediate", ["read", "write"])
+        headers = {"Authorization": f"Bearer {key.key}"}
+        created = (await client.post(API, json=new_credential(), headers=headers)).json()
+
+        assert (await client.delete(f"{API}/{created['id']}", headers=headers)).status_code == 200
+
+        with pytest.raises(hvac.exceptions.InvalidPath):
+            vault(bao).secrets.kv.v2.read_secret_metadata(
+                path=secret_path("wsp_immediate", created["id"]), mount_point="credentials"
+            )
+        assert await Credential.count().where(Credential.id == created["id"]) == 0
+        restored = await client.post(f"{API}/{created['id']}/restore", headers=headers)
+        assert restored.status_code == 404
 
 
 async def test_every_vault_call_carries_the_request_id_actor_and_workspace(

@@ -17,8 +17,8 @@ import pytest
 
 from db.tables import Credential
 from service.config import Settings
-from service.credentials import MAX_SECRET_BYTES
 from service.devstack import BaoServer
+from service.secret_types import MAX_SECRET_BYTES
 from tests.helpers import API, Caller, MakeCaller, new_credential
 from vault.store import WORKSPACES_PREFIX, SecretStore
 
@@ -345,8 +345,8 @@ async def test_create_sets_the_server_side_defaults(client: httpx.AsyncClient, c
 async def test_credentials_of_exactly_the_maximum_encoded_size_are_accepted(
     client: httpx.AsyncClient, caller: Caller
 ) -> None:
-    # {"k":"<n x>"} encodes to n + 8 bytes of compact JSON.
-    created = await create(client, caller, credentials={"k": "x" * (MAX_SECRET_BYTES - 8)})
+    # {"api_key":"<n x>"} encodes to n + 14 bytes of compact JSON.
+    created = await create(client, caller, credentials={"api_key": "x" * (MAX_SECRET_BYTES - 14)})
 
     assert created["label"] == "Stripe production"
 
@@ -356,7 +356,7 @@ async def test_credentials_one_byte_over_the_maximum_encoded_size_are_refused(
 ) -> None:
     assert MAX_SECRET_BYTES == 64 * 1024
     response = await client.post(
-        API, json=new_credential(credentials={"k": "x" * (MAX_SECRET_BYTES - 7)}), headers=caller.headers
+        API, json=new_credential(credentials={"api_key": "x" * (MAX_SECRET_BYTES - 13)}), headers=caller.headers
     )
 
     assert the_error(response) == {
@@ -689,7 +689,7 @@ async def test_the_callers_own_workspace_header_is_accepted(client: httpx.AsyncC
             {"loc": ["body", "credentials"], "msg": "credentials must not be empty", "type": "value_error"},
         ),
         (
-            {"credentials": {"k": "x" * (MAX_SECRET_BYTES - 7)}},
+            {"credentials": {"api_key": "x" * (MAX_SECRET_BYTES - 13)}},
             {
                 "loc": ["body", "credentials"],
                 "msg": f"credentials must be at most {MAX_SECRET_BYTES} bytes as JSON, got {MAX_SECRET_BYTES + 1}",

@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from vault.store import SecretStore
 
 from service.config import (
     ConfigError,
@@ -109,6 +113,99 @@ def api_key_create(workspace: str, permissions: str, label: str | None) -> None:
     except ValueError as exc:
         _fail(str(exc))
     click.echo(key)
+
+
+@main.command()
+def purge() -> None:
+    """Destroy the secrets of deleted credentials past the retention window (CREDENTIALS_DELETE_RETENTION)."""
+    from service.credentials import CredentialService, Lifecycle
+
+    with _config_errors():
+        settings = Settings.from_env()
+
+    async def go() -> int:
+        async with _backends(settings) as store:
+            service = CredentialService(
+                store,
+                Lifecycle(
+                    max_versions=settings.max_versions,
+                    delete_retention=timedelta(seconds=settings.delete_retention_seconds),
+                ),
+            )
+            return await service.purge()
+
+    click.echo(f"purged {asyncio.run(go())} deleted credential(s) past the retention window")
+
+
+@main.command("rotate-key")
+@click.option("--no-rotate", is_flag=True, help="only finish rewrapping (resume an interrupted run)")
+@click.option("--min-decryption-version", is_flag=True, help="afterwards, refuse ciphertexts of older key versions")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 200))
+def rotate_key(no_rotate: bool, min_decryption_version: bool, batch_size: int) -> None:
+    """Rotate the transit key and rewrap every stored secret to the new version, while the API keeps serving.
+
+    Needs an operator VAULT_TOKEN (transit key rotation is outside the service's policy).
+    """
+    from rich.progress import Progress
+
+    from service.rotation import rewrap_all
+    from vault import keys
+    from vault.client import make_client
+    from vault.errors import VaultError
+
+    with _config_errors():
+        settings = Settings.from_env()
+    admin = make_client(settings.vault_addr, settings.vault_token or "", pool_size=1, timeout=settings.vault_timeout)
+    mount, key = settings.transit_mount, settings.transit_key
+    try:
+        latest = keys.latest_version(admin, mount, key) if no_rotate else keys.rotate(admin, mount, key)
+    except VaultError as exc:
+        _fail(f"cannot rotate {mount}/keys/{key}: {exc}")
+    click.echo(f"{'resuming at' if no_rotate else 'rotated to'} {mount}/keys/{key} v{latest}; rewrapping ...")
+
+    async def go() -> None:
+        async with _backends(settings) as store:
+            with Progress(transient=True) as progress:
+                task = progress.add_task("rewrapping", total=None)
+                report = await rewrap_all(
+                    store,
+                    latest,
+                    batch_size=batch_size,
+                    on_total=lambda n: progress.update(task, total=n),
+                    on_progress=lambda n: progress.advance(task, n),
+                )
+        click.echo(report.summary())
+        for line in report.skipped:
+            click.echo(f"skipped {line}", err=True)
+        if min_decryption_version:
+            if report.skipped:
+                _fail("not raising min_decryption_version: some credentials were skipped; run again with --no-rotate")
+            keys.set_min_decryption_version(admin, mount, key, latest)
+            click.echo(f"min_decryption_version is now {latest}: older key versions can no longer decrypt")
+
+    asyncio.run(go())
+
+
+@contextlib.asynccontextmanager
+async def _backends(settings: Settings) -> AsyncIterator[SecretStore]:
+    """Postgres and Vault for a one-off command."""
+    from db.engine import connection_pool
+    from vault.store import SecretStore
+
+    store = SecretStore.connect(
+        settings.vault_addr,
+        settings.vault_token or "",
+        workers=8,
+        timeout=settings.vault_timeout,
+        transit_mount=settings.transit_mount,
+        transit_key=settings.transit_key,
+        kv_mount=settings.kv_mount,
+    )
+    try:
+        async with connection_pool(settings.database_url, min_size=1, max_size=8):
+            yield store
+    finally:
+        store.close()
 
 
 @main.command()

@@ -12,6 +12,7 @@ import contextlib
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -27,11 +28,12 @@ from service.devstack import (
     BaoServer,
     drop_database,
     ensure_database,
+    free_port,
     postgres_answers,
     start_bao,
     start_embedded_postgres,
 )
-from tests.helpers import Caller, MakeCaller
+from tests.helpers import CREDCTL, Caller, MakeCaller, env_for
 from vault.bootstrap import bootstrap
 from vault.client import make_client
 
@@ -167,3 +169,32 @@ def make_caller(client: httpx.AsyncClient) -> MakeCaller:
 @pytest.fixture
 async def caller(make_caller: MakeCaller) -> Caller:
     return await make_caller()
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [CREDCTL, "serve", "--port", str(port)],
+        env=env_for(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            process.kill()
+            pytest.fail(f"credctl serve did not become ready:\n{process.communicate()[0].decode()}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        process.stdout.close()

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import secrets
 import shutil
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.config import Settings
 from service.devstack import BaoServer
 
 API = "/api/v1/credentials"
+CREDCTL = str(Path(sys.executable).parent / "credctl")
 
 
 @dataclass(frozen=True)
@@ -88,3 +92,15 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], seconds: float = 10
     async with asyncio.timeout(seconds):
         while not await predicate():
             await asyncio.sleep(0.1)
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "CREDENTIALS_", "DATABASE_"))}
+    env.update(
+        DATABASE_URL=settings.database_url,
+        VAULT_ADDR=settings.vault_addr,
+        VAULT_TOKEN=settings.vault_token or "",
+        CREDENTIALS_DEV_MODE="true",
+    )
+    env.update(extra)
+    return env

@@ -8,9 +8,7 @@ import re
 import secrets
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,21 +16,7 @@ import pytest
 
 from service.config import Settings
 from service.devstack import BaoServer, free_port
-from tests.helpers import new_credential
-
-CREDCTL = str(Path(sys.executable).parent / "credctl")
-
-
-def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "CREDENTIALS_", "DATABASE_"))}
-    env.update(
-        DATABASE_URL=settings.database_url,
-        VAULT_ADDR=settings.vault_addr,
-        VAULT_TOKEN=settings.vault_token or "",
-        CREDENTIALS_DEV_MODE="true",
-    )
-    env.update(extra)
-    return env
+from tests.helpers import CREDCTL, env_for, new_credential
 
 
 def credctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -78,35 +62,6 @@ def test_vault_bootstrap_twice_changes_nothing_the_second_time(settings: Setting
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "nothing to change: Vault was already bootstrapped"
     assert all(line.startswith("ok ") for line in result.stdout.splitlines()[:-1])
-
-
-@pytest.fixture
-def served(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [CREDCTL, "serve", "--port", str(port)],
-        env=env_for(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            process.kill()
-            pytest.fail(f"credctl serve did not become ready:\n{process.communicate()[0].decode()}")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-        process.stdout.close()
 
 
 @pytest.mark.e2e

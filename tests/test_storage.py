@@ -4,6 +4,7 @@ bound to its workspace and credential."""
 from __future__ import annotations
 
 import base64
+import re
 import logging
 import secrets
 import subprocess
@@ -71,7 +72,7 @@ async def test_kv_holds_only_ciphertext_with_ownership_metadata(
 
     assert path == f"workspaces/{caller.workspace}/credentials/{created['id']}"
     assert list(entry["data"]["data"]) == ["ciphertext"]
-    assert entry["data"]["data"]["ciphertext"].startswith("vault:v1:")
+    assert re.match(r"^vault:v\d+:[A-Za-z0-9+/=]+$", entry["data"]["data"]["ciphertext"])
     assert "kv-check" not in str(entry)
     metadata = entry["data"]["metadata"]["custom_metadata"]
     assert metadata["workspace_id"] == caller.workspace

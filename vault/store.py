@@ -19,7 +19,7 @@ from urllib.parse import quote
 import hvac
 
 from vault.client import ACTOR_HEADER, REQUEST_ID_HEADER, WORKSPACE_HEADER, audit_headers, make_client
-from vault.errors import VaultError, translated
+from vault.errors import VaultError, VaultRequestRejected, translated
 
 T = TypeVar("T")
 
@@ -106,16 +106,26 @@ class SecretStore:
     # -- the operations the credential data path uses ---------------------------------------------------------
 
     async def create(
-        self, ctx: CallContext, credential_id: str, plaintext: bytes, custom_metadata: dict[str, str]
+        self,
+        ctx: CallContext,
+        credential_id: str,
+        plaintext: bytes,
+        custom_metadata: dict[str, str],
+        max_versions: int = 10,
     ) -> StoredSecret:
-        """Encrypt and store the first version, create-only (``cas=0``), with ownership in ``custom_metadata``."""
+        """Encrypt and store the first version, create-only (``cas=0``), with ownership in ``custom_metadata``.
+
+        ``max_versions`` is set on the key: Vault destroys versions older than the newest ``max_versions``.
+        """
         path = secret_path(ctx.workspace, credential_id)
         ciphertext = await self._encrypt(ctx, credential_id, plaintext)
 
         def write() -> int:
             kv = self._client.secrets.kv.v2
             # custom_metadata is ignored inside a data write: it takes its own metadata write.
-            kv.update_metadata(path=path, custom_metadata=custom_metadata, mount_point=self.kv_mount)
+            kv.update_metadata(
+                path=path, custom_metadata=custom_metadata, max_versions=max_versions, mount_point=self.kv_mount
+            )
             response = kv.create_or_update_secret(
                 path=path, secret={"ciphertext": ciphertext}, cas=0, mount_point=self.kv_mount
             )
@@ -125,8 +135,14 @@ class SecretStore:
 
     async def update(self, ctx: CallContext, credential_id: str, plaintext: bytes, expected_version: int) -> int:
         """Store a new version if the current one is ``expected_version`` (else ``VersionConflict``)."""
-        path = secret_path(ctx.workspace, credential_id)
         ciphertext = await self._encrypt(ctx, credential_id, plaintext)
+        return await self.write_ciphertext(ctx, credential_id, ciphertext, expected_version)
+
+    async def write_ciphertext(
+        self, ctx: CallContext, credential_id: str, ciphertext: str, expected_version: int
+    ) -> int:
+        """Store an already encrypted (or rewrapped) version with check-and-set."""
+        path = secret_path(ctx.workspace, credential_id)
 
         def write() -> int:
             response = self._client.secrets.kv.v2.create_or_update_secret(
@@ -136,8 +152,8 @@ class SecretStore:
 
         return await self._run(ctx, write)
 
-    async def read(self, ctx: CallContext, credential_id: str, version: int) -> bytes:
-        """The decrypted plaintext of one version."""
+    async def read_ciphertext(self, ctx: CallContext, credential_id: str, version: int) -> str:
+        """The ciphertext of one version (``SecretNotFound`` if it does not exist or was destroyed)."""
         path = secret_path(ctx.workspace, credential_id)
 
         def read() -> str:
@@ -146,7 +162,34 @@ class SecretStore:
             )
             return str(response["data"]["data"]["ciphertext"])
 
-        ciphertext = await self._run(ctx, read)
+        return await self._run(ctx, read)
+
+    async def rewrap(self, ctx: CallContext | None, items: list[tuple[str, str, str]]) -> list[str]:
+        """Rewrap ``(workspace, credential, ciphertext)`` items to the key's newest version, in one batch call.
+
+        The plaintext never leaves Vault. Keep batches small (about 100): OpenBao refuses JSON bodies with more
+        than 1000 strings.
+        """
+        batch = [
+            {"ciphertext": ciphertext, "context": derivation_context(workspace, credential)}
+            for workspace, credential, ciphertext in items
+        ]
+
+        def rewrap() -> list[str]:
+            response = self._client.adapter.post(
+                f"/v1/{self.transit_mount}/rewrap/{self.transit_key}", json={"batch_input": batch}
+            )
+            results = response["data"]["batch_results"]
+            errors = [r["error"] for r in results if r.get("error")]
+            if errors:
+                raise VaultRequestRejected(f"rewrap failed for {len(errors)} item(s): {errors[0]}")
+            return [str(r["ciphertext"]) for r in results]
+
+        return await self._run(ctx, rewrap)
+
+    async def read(self, ctx: CallContext, credential_id: str, version: int) -> bytes:
+        """The decrypted plaintext of one version."""
+        ciphertext = await self.read_ciphertext(ctx, credential_id, version)
 
         def decrypt() -> bytes:
             response = self._client.secrets.transit.decrypt_data(

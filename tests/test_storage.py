@@ -4,8 +4,8 @@ bound to its workspace and credential."""
 from __future__ import annotations
 
 import base64
-import re
 import logging
+import re
 import secrets
 import subprocess
 from datetime import UTC, datetime, timedelta

@@ -46,3 +46,9 @@ makemigration:
 
 # everything CI checks
 check: lint typecheck test
+
+# benchmark the service against its HTTP and backend floors (issue 5); `just bench --quick`, `just bench --n 1000000`
+bench *args: install
+    command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || sudo apt-get install -y wrk
+    {{python}} -m pip install -q matplotlib psutil rich py-spy
+    {{python}} -m bench {{args}}

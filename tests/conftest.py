@@ -167,3 +167,26 @@ def make_caller(client: httpx.AsyncClient) -> MakeCaller:
 @pytest.fixture
 async def caller(make_caller: MakeCaller) -> Caller:
     return await make_caller()
+
+
+@pytest.fixture(scope="session")
+def approle_settings(settings: Settings, bao: BaoServer) -> Settings:
+    """The service as production runs it: logged in with the AppRole the bootstrap created, not in dev mode."""
+    from vault.bootstrap import issue_secret_id
+
+    admin = make_client(bao.addr, bao.token, pool_size=1, timeout=10)
+    try:
+        role_id, secret_id = issue_secret_id(admin)
+    finally:
+        admin.adapter.close()
+    return settings_for(
+        settings.database_url, bao, vault_token=None, vault_role_id=role_id, vault_secret_id=secret_id, dev_mode=False
+    )
+
+
+@pytest.fixture(scope="session")
+async def approle_client(client: httpx.AsyncClient, approle_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app started with ``approle_settings``. It depends on ``client`` so that the two apps' database bindings
+    are entered and left in order (and so that ``_clean_rows`` cleans up after the tests using it)."""
+    async with running_app(approle_settings) as approle:
+        yield approle

@@ -179,8 +179,16 @@ def approle_settings(settings: Settings, bao: BaoServer) -> Settings:
         role_id, secret_id = issue_secret_id(admin)
     finally:
         admin.adapter.close()
+    # A small Postgres pool: this app lives beside the session's `client` app, on a server other sessions share.
     return settings_for(
-        settings.database_url, bao, vault_token=None, vault_role_id=role_id, vault_secret_id=secret_id, dev_mode=False
+        settings.database_url,
+        bao,
+        vault_token=None,
+        vault_role_id=role_id,
+        vault_secret_id=secret_id,
+        dev_mode=False,
+        db_pool_min=1,
+        db_pool_max=4,
     )
 
 

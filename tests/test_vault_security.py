@@ -398,3 +398,36 @@ def test_bootstrap_on_openbao_without_an_audit_device_says_to_declare_one(tmp_pa
         client.adapter.close()
         process.terminate()
         process.wait(10)
+
+
+async def test_a_secret_id_rotated_in_its_file_is_used_at_the_next_login(
+    database_url: str, bao: BaoServer, admin: hvac.Client, tmp_path: Path
+) -> None:
+    """The rotation in docs/security.md: new secret id in VAULT_SECRET_ID_FILE, old one destroyed, no restart."""
+    role, role_id, old_secret = short_lived_approle(admin, "1h", "4h")
+    secret_file = tmp_path / "secret_id"
+    secret_file.write_text(old_secret + "\n")
+    settings = settings_for(
+        database_url,
+        bao,
+        vault_token=None,
+        vault_role_id=role_id,
+        vault_secret_id=old_secret,
+        vault_secret_id_file=str(secret_file),
+        dev_mode=False,
+    )
+    async with running_app(settings) as client:
+        store: SecretStore = app_of(client).state.store
+        workspace = f"wsp_{secrets.token_hex(4)}"
+        headers = {"Authorization": f"Bearer {(await create_api_key(workspace, ['read', 'write', 'reveal'])).key}"}
+        created = (await client.post(API, json=new_credential(), headers=headers)).json()
+
+        secret_file.write_text(issue_secret_id(admin, role=role)[1] + "\n")
+        admin.adapter.post(f"/v1/auth/approle/role/{role}/secret-id/destroy", json={"secret_id": old_secret})
+        first_token = store.token
+        admin.adapter.post("/v1/auth/token/revoke", json={"token": first_token})  # forces a new login now
+
+        revealed = await client.post(f"{API}/{created['id']}/reveal", headers=headers)
+
+        assert revealed.status_code == 200
+        assert store.token != first_token

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Router, get
@@ -40,23 +41,52 @@ async def database(app: Litestar) -> AsyncIterator[None]:
         yield
 
 
-@asynccontextmanager
-async def secret_store(app: Litestar) -> AsyncIterator[None]:
-    """The Vault client and its worker pool; fails the start-up if Vault is unreachable or the token is refused."""
-    settings: Settings = app.state.settings
-    if not settings.vault_token:
-        raise RuntimeError("AppRole login is not supported yet: set VAULT_TOKEN")
-    store = SecretStore.connect(
+def make_store(settings: Settings, workers: int | None = None) -> SecretStore:
+    """The secret store as the settings configure it: AppRole when a role id and secret id are set, else the token."""
+    approle = bool(settings.vault_role_id and settings.vault_secret_id)
+    secret_id_file = settings.vault_secret_id_file
+    return SecretStore.connect(
         settings.vault_addr,
-        settings.vault_token,
-        workers=settings.vault_workers,
+        None if approle else settings.vault_token,
+        role_id=settings.vault_role_id if approle else None,
+        # From a file, the secret id is read again at each login: one rotated in place needs no restart.
+        secret_id=(lambda: Path(secret_id_file).read_text().strip()) if secret_id_file else settings.vault_secret_id,
+        approle_mount=settings.vault_approle_mount,
+        workers=workers or settings.vault_workers,
         timeout=settings.vault_timeout,
         transit_mount=settings.transit_mount,
         transit_key=settings.transit_key,
         kv_mount=settings.kv_mount,
     )
+
+
+@asynccontextmanager
+async def secret_store(app: Litestar) -> AsyncIterator[None]:
+    """The Vault client, its worker pool and its token's keeper; fails the start-up if Vault is unreachable, the
+    AppRole login or the token is refused, or the token is a root token outside dev mode."""
+    settings: Settings = app.state.settings
+    approle = bool(settings.vault_role_id and settings.vault_secret_id)
+    store = make_store(settings)
+    keeper: asyncio.Task[None] | None = None
     try:
-        await store.check_token()
+        token = await store.start()
+        if token.is_root:
+            if not settings.dev_mode:
+                raise RuntimeError(
+                    "the Vault token is a root token, which the service accepts only in dev mode "
+                    "(CREDENTIALS_DEV_MODE=true); give it AppRole credentials (VAULT_ROLE_ID, VAULT_SECRET_ID) with "
+                    "the credentials-service policy that `credctl vault-bootstrap` writes"
+                )
+            log.warning(
+                "DEV MODE: the service calls Vault with a root token; it can do anything in Vault. "
+                "Production uses AppRole and the credentials-service policy"
+            )
+        log.info(
+            "Vault identity: %s, policies %s",
+            "AppRole login" if approle else "static token",
+            ", ".join(token.policies),
+        )
+        keeper = asyncio.create_task(store.keep_token_fresh(), name="vault-token-keeper")
         app.state.store = store
         lifecycle = Lifecycle(
             max_versions=settings.max_versions,
@@ -65,6 +95,10 @@ async def secret_store(app: Litestar) -> AsyncIterator[None]:
         app.state.credential_service = CredentialService(store, lifecycle)
         yield
     finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         store.close()
 
 

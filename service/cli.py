@@ -67,18 +67,50 @@ def migrate() -> None:
 
 
 @main.command("vault-bootstrap")
-def vault_bootstrap() -> None:
-    """Mounts, transit key, policy and audited headers in Vault (VAULT_ADDR, VAULT_TOKEN); safe to re-run."""
-    from vault.bootstrap import bootstrap
+@click.option(
+    "--approle-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="write the service's role_id and secret_id files here (mode 0600) for VAULT_ROLE_ID_FILE and "
+    "VAULT_SECRET_ID_FILE; a secret id already there is kept while Vault accepts it",
+)
+@click.option("--new-secret-id", is_flag=True, help="with --approle-out: issue a new secret id even if one is valid")
+@click.option("--token-ttl", default="1h", show_default=True, help="TTL of the service's tokens (renewed at 2/3)")
+@click.option(
+    "--token-max-ttl", default="4h", show_default=True, help="max TTL of the service's tokens (then it logs in again)"
+)
+@click.option(
+    "--enable-file-audit",
+    "audit_file",
+    default=None,
+    metavar="PATH",
+    help="HashiCorp Vault only: enable a file audit device writing PATH if none is on (OpenBao refuses this; "
+    "declare the device in its server config)",
+)
+def vault_bootstrap(
+    approle_out: Path | None, new_secret_id: bool, token_ttl: str, token_max_ttl: str, audit_file: str | None
+) -> None:
+    """Mounts, transit key, policies, AppRole, audited headers and the audit device check in Vault (VAULT_ADDR,
+    an operator's VAULT_TOKEN); safe to re-run: a second run changes nothing and says so."""
+    from vault.bootstrap import BootstrapError, bootstrap, check_audit_device, write_approle_credentials
     from vault.client import make_client
     from vault.errors import VaultError
 
+    if new_secret_id and approle_out is None:
+        _fail("--new-secret-id needs --approle-out DIR (where the new secret id is written)")
     with _config_errors():
         addr, token = vault_admin_from_env()
         names = engine_names_from_env()
+    client = make_client(addr, token, pool_size=1, timeout=10)
+    steps = []
     try:
-        steps = bootstrap(make_client(addr, token, pool_size=1, timeout=10), **names)
-    except VaultError as exc:
+        steps += bootstrap(client, **names, token_ttl=token_ttl, token_max_ttl=token_max_ttl)
+        if approle_out is not None:
+            steps += write_approle_credentials(client, approle_out, new_secret_id=new_secret_id)
+        steps.append(check_audit_device(client, enable_file=audit_file))
+    except (VaultError, BootstrapError, ValueError) as exc:
+        for step in steps:
+            click.echo(str(step))
         _fail(f"bootstrap failed: {exc}")
     for step in steps:
         click.echo(str(step))
@@ -190,18 +222,11 @@ def rotate_key(no_rotate: bool, min_decryption_version: bool, batch_size: int) -
 async def _backends(settings: Settings) -> AsyncIterator[SecretStore]:
     """Postgres and Vault for a one-off command."""
     from db.engine import connection_pool
-    from vault.store import SecretStore
+    from service.app import make_store
 
-    store = SecretStore.connect(
-        settings.vault_addr,
-        settings.vault_token or "",
-        workers=8,
-        timeout=settings.vault_timeout,
-        transit_mount=settings.transit_mount,
-        transit_key=settings.transit_key,
-        kv_mount=settings.kv_mount,
-    )
+    store = make_store(settings, workers=8)
     try:
+        await store.start()
         async with connection_pool(settings.database_url, min_size=1, max_size=8):
             yield store
     finally:
@@ -213,30 +238,14 @@ async def _backends(settings: Settings) -> AsyncIterator[SecretStore]:
 @click.option("--older-than", default=300, show_default=True, type=int, help="seconds before a write counts as stuck")
 def reconcile(apply: bool, older_than: int) -> None:
     """Find and repair what a crash between Postgres and Vault left behind (dry run by default)."""
-    from db.engine import bind
     from service.reconcile import reconcile as run
-    from vault.store import SecretStore
 
     with _config_errors():
         settings = Settings.from_env()
 
     async def go() -> None:
-        engine = bind(settings.database_url)
-        await engine.start_connection_pool(min_size=1, max_size=4)
-        store = SecretStore.connect(
-            settings.vault_addr,
-            settings.vault_token or "",
-            workers=4,
-            timeout=settings.vault_timeout,
-            transit_mount=settings.transit_mount,
-            transit_key=settings.transit_key,
-            kv_mount=settings.kv_mount,
-        )
-        try:
+        async with _backends(settings) as store:
             report = await run(store, apply=apply, grace=timedelta(seconds=older_than))
-        finally:
-            store.close()
-            await engine.close_connection_pool()
         for line in report.actions:
             click.echo(line)
         for line in report.problems:

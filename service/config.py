@@ -27,13 +27,22 @@ class Settings:
     """``VAULT_ADDR``: base URL of Vault or OpenBao, e.g. ``http://127.0.0.1:8200``."""
 
     vault_token: str | None = field(default=None, repr=False)
-    """``VAULT_TOKEN``: a Vault token. Required unless AppRole is configured."""
+    """``VAULT_TOKEN``: a Vault token. Required unless AppRole is configured (AppRole wins when both are set).
+    A root token is accepted only in dev mode."""
 
     vault_role_id: str | None = field(default=None, repr=False)
     """``VAULT_ROLE_ID`` (or ``VAULT_ROLE_ID_FILE``): AppRole role id, used with ``VAULT_SECRET_ID``."""
 
     vault_secret_id: str | None = field(default=None, repr=False)
-    """``VAULT_SECRET_ID`` (or ``VAULT_SECRET_ID_FILE``): AppRole secret id."""
+    """``VAULT_SECRET_ID`` (or ``VAULT_SECRET_ID_FILE``): AppRole secret id. The service logs in at start-up, renews
+    its token at 2/3 of its TTL and logs in again when renewal reaches the role's max TTL or the token is refused."""
+
+    vault_secret_id_file: str | None = None
+    """``VAULT_SECRET_ID_FILE``: set when the secret id comes from a file; the service reads the file again before
+    each AppRole login, so a secret id rotated in place is picked up without a restart."""
+
+    vault_approle_mount: str = "approle"
+    """``CREDENTIALS_VAULT_APPROLE_MOUNT``: mount path of the AppRole auth method the service logs in with."""
 
     dev_mode: bool = False
     """``CREDENTIALS_DEV_MODE``: allows placeholder tokens and root tokens; never in production."""
@@ -104,6 +113,7 @@ class Settings:
             "vault_token": env.get("VAULT_TOKEN") or None,
             "vault_role_id": _value_or_file(env, "VAULT_ROLE_ID"),
             "vault_secret_id": _value_or_file(env, "VAULT_SECRET_ID"),
+            "vault_secret_id_file": None if env.get("VAULT_SECRET_ID") else env.get("VAULT_SECRET_ID_FILE") or None,
         }
         converters: dict[type, Callable[[str], object]] = {bool: _bool, int: int, float: float, str: str}
         for f in fields(cls):
@@ -119,6 +129,7 @@ class Settings:
 
 
 _ENV_NAMES = {
+    "vault_approle_mount": "CREDENTIALS_VAULT_APPROLE_MOUNT",
     "dev_mode": "CREDENTIALS_DEV_MODE",
     "transit_mount": "CREDENTIALS_TRANSIT_MOUNT",
     "transit_key": "CREDENTIALS_TRANSIT_KEY",

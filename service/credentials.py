@@ -485,8 +485,11 @@ class CredentialService:
             .where((Credential.state == "deleted") & (Credential.deleted_at <= cutoff))
             .returning(Credential.id, Credential.workspace_id)
         )
+        run = f"purge-{uuid.uuid4().hex}"
         for row in due:
-            await self._destroy(None, row["workspace_id"], row["id"], restore_to="deleted")
+            # Audited as the purge, in the credential's workspace.
+            ctx = CallContext(request_id=run, actor="purge", workspace=row["workspace_id"])
+            await self._destroy(ctx, row["workspace_id"], row["id"], restore_to="deleted")
         return len(due)
 
     # -- helpers -----------------------------------------------------------------------------------------------

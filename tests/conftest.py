@@ -198,3 +198,36 @@ def served(settings: Settings) -> Iterator[str]:
         process.terminate()
         process.wait(10)
         process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def approle_settings(settings: Settings, bao: BaoServer) -> Settings:
+    """The service as production runs it: logged in with the AppRole the bootstrap created, not in dev mode."""
+    from vault.bootstrap import issue_secret_id
+
+    admin = make_client(bao.addr, bao.token, pool_size=1, timeout=10)
+    try:
+        role_id, secret_id = issue_secret_id(admin)
+    finally:
+        admin.adapter.close()
+    # A small Postgres pool: this app lives beside the session's `client` app, on a server other sessions share.
+    return settings_for(
+        settings.database_url,
+        bao,
+        vault_token=None,
+        vault_role_id=role_id,
+        vault_secret_id=secret_id,
+        dev_mode=False,
+        db_pool_min=1,
+        db_pool_max=4,
+        # Deletes destroy at once, so the delete request itself is what the audit log must trace.
+        delete_retention_seconds=0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def approle_client(client: httpx.AsyncClient, approle_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app started with ``approle_settings``. It depends on ``client`` so that the two apps' database bindings
+    are entered and left in order (and so that ``_clean_rows`` cleans up after the tests using it)."""
+    async with running_app(approle_settings) as approle:
+        yield approle

@@ -3,6 +3,7 @@
     VaultError
     ├── VaultUnavailable       sealed, down, unreachable, timed out, 5xx: retry later (the API answers 503)
     ├── VaultPermissionDenied  403: the service's token is invalid or its policy lacks a path
+    ├── VaultLoginFailed       AppRole login refused (secret id revoked, expired or used up; wrong role id)
     ├── SecretNotFound         404: no such path or version, or the version was destroyed
     ├── VersionConflict        KV check-and-set did not match the current version
     └── VaultRequestRejected   any other 4xx (a bug or a misconfiguration)
@@ -30,6 +31,10 @@ class VaultUnavailable(VaultError):
 
 class VaultPermissionDenied(VaultError):
     """Vault refused the token: expired, revoked, or outside its policy."""
+
+
+class VaultLoginFailed(VaultError):
+    """Vault refused the service's AppRole login: an operator must issue a new secret id (retrying cannot help)."""
 
 
 class SecretNotFound(VaultError):

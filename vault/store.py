@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,10 +19,13 @@ from urllib.parse import quote
 
 import hvac
 
+from vault.auth import AppRoleTokenManager, TokenInfo, TokenManager
 from vault.client import ACTOR_HEADER, REQUEST_ID_HEADER, WORKSPACE_HEADER, audit_headers, make_client
 from vault.errors import VaultError, VaultRequestRejected, translated
 
 T = TypeVar("T")
+
+log = logging.getLogger("vault.store")
 
 WORKSPACES_PREFIX = "workspaces"
 
@@ -68,8 +72,10 @@ class SecretStore:
         transit_mount: str,
         transit_key: str,
         kv_mount: str,
+        token_manager: TokenManager | None = None,
     ) -> None:
         self._client = client
+        self._auth = token_manager or TokenManager(client)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vault")
         self.transit_mount = transit_mount
         self.transit_key = transit_key
@@ -79,16 +85,38 @@ class SecretStore:
     def connect(
         cls,
         addr: str,
-        token: str,
+        token: str | None = None,
         *,
+        role_id: str | None = None,
+        secret_id: str | Callable[[], str] | None = None,
+        approle_mount: str = "approle",
         workers: int,
         timeout: float,
         transit_mount: str = "transit",
         transit_key: str = "credentials",
         kv_mount: str = "credentials",
     ) -> SecretStore:
-        client = make_client(addr, token, pool_size=workers, timeout=timeout)
-        return cls(client, workers=workers, transit_mount=transit_mount, transit_key=transit_key, kv_mount=kv_mount)
+        """A store that uses ``token`` as is, or logs in with AppRole when ``role_id`` and ``secret_id`` are given
+        (AppRole wins). Nothing is sent to Vault until ``start()``."""
+        client = make_client(addr, "" if role_id and secret_id else token or "", pool_size=workers, timeout=timeout)
+        manager = (
+            AppRoleTokenManager(client, role_id, secret_id, mount_point=approle_mount)
+            if role_id and secret_id
+            else TokenManager(client)
+        )
+        return cls(
+            client,
+            workers=workers,
+            transit_mount=transit_mount,
+            transit_key=transit_key,
+            kv_mount=kv_mount,
+            token_manager=manager,
+        )
+
+    @property
+    def token(self) -> str:
+        """The token the store calls Vault with right now (tests prove its policy with it; never log it)."""
+        return str(self._client.token)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -99,9 +127,39 @@ class SecretStore:
 
         def call() -> T:
             with audit_headers(headers):
-                return translated(fn)()
+                return translated(self._with_fresh_token)(fn)
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def _with_fresh_token(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` with a token not yet due for renewal; on 403 with a dead token, log in again and retry once."""
+        self._auth.ensure_fresh()
+        token = self._client.token
+        try:
+            return fn()
+        except hvac.exceptions.Forbidden:
+            if not self._auth.recover(token):
+                raise
+        return fn()
+
+    async def start(self) -> TokenInfo:
+        """Log in (AppRole) or check the static token; raises ``VaultError`` when Vault refuses or cannot answer."""
+        return await self._run(None, self._auth.start)
+
+    async def keep_token_fresh(self) -> None:
+        """Renew (or replace) the token at about 2/3 of its TTL, also while no request comes; runs until cancelled.
+
+        Calls check the token themselves too (``ensure_fresh``), so a late wake-up here costs nothing but a
+        renewal done by a request; failures are logged and retried, never raised.
+        """
+        while True:
+            due = self._auth.seconds_until_due()
+            await asyncio.sleep(60.0 if due is None else min(max(due, 0.05), 60.0))
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, translated(self._auth.ensure_fresh))
+            except VaultError as exc:
+                log.warning("keeping the Vault token fresh failed: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(1.0)
 
     # -- the operations the credential data path uses ---------------------------------------------------------
 

@@ -30,6 +30,7 @@ from service.schemas import (
     CredentialType,
     CredentialUpdate,
 )
+from service.scopes import check_scope, owner_for_create, visible_scopes
 from vault.errors import VersionConflict
 from vault.store import CallContext, SecretStore
 
@@ -84,7 +85,10 @@ def parse_id(credential_id: str) -> uuid.UUID:
 
 
 def _visible(principal: Principal) -> Combinable:
-    return (Credential.workspace_id == principal.workspace_id) & (Credential.state == "active")
+    """What ``principal`` may see: its workspace's finished rows, within the scopes it may see (service.scopes)."""
+    where: Combinable = (Credential.workspace_id == principal.workspace_id) & (Credential.state == "active")
+    scopes = visible_scopes(principal)
+    return where if scopes is None else where & scopes
 
 
 def _now() -> datetime:
@@ -99,6 +103,7 @@ class CredentialService:
 
     async def create(self, principal: Principal, request_id: str, data: CredentialCreate) -> CredentialRead:
         plaintext = encode_secret(data.credentials)
+        user_id = owner_for_create(principal, data.credential_scope, data.user_id)
         credential_id = uuid.uuid4()
         now = _now()
         row = Credential(
@@ -110,7 +115,7 @@ class CredentialService:
             credential_type=data.credential_type.value if data.credential_type else None,
             credential_scope=data.credential_scope,
             provider=data.provider if data.provider is not None else "custom",
-            user_id=data.user_id,
+            user_id=user_id,
             created_by=principal.actor_id,
             status="active",
             created_at=now,
@@ -203,6 +208,8 @@ class CredentialService:
             row = await self._select(principal, Credential.kv_version).where(Credential.id == cid).lock_rows().first()
             if row is None:
                 raise NotFound(CREDENTIAL_NOT_FOUND)
+            if isinstance(data.credential_scope, str):
+                check_scope(principal, data.credential_scope, row["user_id"])
             if not changes and not new_secret:
                 return to_read(row)
             ctx = CallContext(request_id=request_id, actor=principal.actor_id, workspace=principal.workspace_id)

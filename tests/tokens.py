@@ -53,6 +53,7 @@ def write_jwks(path: Path) -> Path:
 def mint(
     sub: str,
     workspaces: Any,
+    /,
     *,
     algorithm: str = "HS256",
     key: Any = None,

@@ -60,9 +60,16 @@ class ApiKey(Table, tablename="api_key"):
     )
     secret_hash = Varchar(length=64, help_text="Hex SHA-256 of the secret part, compared in constant time.")
     permissions = Array(base_column=Varchar(length=16))
-    status = Varchar(length=16, default="active")
+    status = Varchar(
+        length=16, default="active", help_text="'active' keys authenticate; 'inactive' and 'revoked' ones answer 401."
+    )
     expires_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
+    created_by = Varchar(
+        length=255, default="credctl", help_text="Who made the key: a user's sub, an API key's id, or 'credctl'."
+    )
+    updated_at = Timestamptz(default=TimestamptzNow())
+    revoked_at = Timestamptz(null=True, default=None, help_text="When DELETE /api-keys/{id} revoked it.")
 
 
 class CredentialVersion(Table, tablename="credential_version"):

@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,19 +125,30 @@ def api_key() -> None:
 
 @api_key.command("create")
 @click.option("--workspace", required=True, help="workspace the key acts in")
-@click.option("--permissions", default="read,write,reveal", show_default=True, help="comma-separated")
+@click.option(
+    "--permissions", default="read,write,reveal", show_default=True, help="comma-separated: read, write, reveal, admin"
+)
 @click.option("--label", default=None)
-def api_key_create(workspace: str, permissions: str, label: str | None) -> None:
+@click.option(
+    "--expires-at",
+    default=None,
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d"]),
+    help="when the key stops working: ISO 8601 with an offset (2027-01-31T12:00:00+00:00), or a date (UTC midnight)",
+)
+def api_key_create(workspace: str, permissions: str, label: str | None, expires_at: datetime | None) -> None:
     """Create a key and print it (and nothing else) on stdout; it is not shown again."""
     from db.engine import bind
     from service.auth import create_api_key
 
     with _config_errors():
         url = database_url_from_env()
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
 
     async def create() -> str:
         bind(url)
-        new = await create_api_key(workspace, [p.strip() for p in permissions.split(",") if p.strip()], label)
+        wanted = [p.strip() for p in permissions.split(",") if p.strip()]
+        new = await create_api_key(workspace, wanted, label, expires_at=expires_at)
         return new.key
 
     try:
@@ -145,6 +156,25 @@ def api_key_create(workspace: str, permissions: str, label: str | None) -> None:
     except ValueError as exc:
         _fail(str(exc))
     click.echo(key)
+
+
+@api_key.command("revoke")
+@click.argument("key_id")
+def api_key_revoke(key_id: str) -> None:
+    """Revoke the key with id KEY_ID (its row id, as `created_by` and the API show it) at once."""
+    from db.engine import bind
+    from service.auth import revoke_api_key
+
+    with _config_errors():
+        url = database_url_from_env()
+
+    async def revoke() -> bool:
+        bind(url)
+        return await revoke_api_key(key_id) is not None
+
+    if not asyncio.run(revoke()):
+        _fail(f"no active or inactive API key with id {key_id!r}")
+    click.echo(f"revoked {key_id}")
 
 
 @main.command()

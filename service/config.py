@@ -14,6 +14,16 @@ class ConfigError(Exception):
 
 # Values that only make sense on a developer's machine; refused outside dev mode.
 _PLACEHOLDER_TOKENS = frozenset({"root", "dev-root-token", "dev-only-token", "changeme", "token"})
+# JWT secrets from tutorials and local stacks (Supabase's local default among them), compared lower-cased.
+_PLACEHOLDER_JWT_SECRETS = frozenset(
+    {
+        "super-secret-jwt-token-with-at-least-32-characters-long",
+        "your-super-secret-jwt-token-with-at-least-32-characters-long",
+        "changeme-changeme-changeme-changeme",
+        "change-me-change-me-change-me-change-me",
+        "secret-secret-secret-secret-secret-secret",
+    }
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +98,28 @@ class Settings:
     log_level: str = "INFO"
     """``CREDENTIALS_LOG_LEVEL``: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
 
+    jwt_hs256_secret: str | None = field(default=None, repr=False)
+    """``CREDENTIALS_JWT_HS256_SECRET`` (or ``_FILE``): the shared secret of HS256 user tokens (Supabase's "JWT
+    secret"); at least 32 bytes. Unset: HS256 tokens are refused."""
+
+    jwt_public_keys_file: str | None = None
+    """``CREDENTIALS_JWT_PUBLIC_KEYS_FILE``: a PEM file (public keys or certificates) or a JWKS JSON file with the
+    RS256/ES256 keys that sign user tokens. Unset: RS256/ES256 tokens are refused."""
+
+    jwt_issuer: str | None = None
+    """``CREDENTIALS_JWT_ISSUER``: when set, a user token's ``iss`` must equal it."""
+
+    jwt_audience: str | None = None
+    """``CREDENTIALS_JWT_AUDIENCE``: when set, a user token's ``aud`` must contain it (Supabase: ``authenticated``);
+    when unset, a token that carries an ``aud`` is refused."""
+
+    jwt_workspaces_claim: str = "workspaces"
+    """``CREDENTIALS_JWT_WORKSPACES_CLAIM``: the claim (a dotted path, e.g. ``app_metadata.workspaces``) listing the
+    user's workspaces and roles."""
+
+    jwt_leeway_seconds: int = 30
+    """``CREDENTIALS_JWT_LEEWAY``: clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds."""
+
     def __post_init__(self) -> None:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is required (e.g. postgresql://postgres@127.0.0.1:5432/credentials)")
@@ -102,6 +134,21 @@ class Settings:
             raise ConfigError("CREDENTIALS_MAX_VERSIONS must be >= 1 and the retention and purge interval >= 0")
         if self.vault_workers < 1 or self.db_pool_max < 1 or self.db_pool_min > self.db_pool_max:
             raise ConfigError("pool sizes must be positive and CREDENTIALS_DB_POOL_MIN <= CREDENTIALS_DB_POOL_MAX")
+        self._check_jwt()
+
+    def _check_jwt(self) -> None:
+        secret = self.jwt_hs256_secret
+        if secret is not None:
+            if secret.lower() in _PLACEHOLDER_JWT_SECRETS and not self.dev_mode:
+                raise ConfigError(
+                    "CREDENTIALS_JWT_HS256_SECRET is a placeholder; set a real secret or CREDENTIALS_DEV_MODE=true"
+                )
+            if len(secret.encode()) < 32:
+                raise ConfigError("CREDENTIALS_JWT_HS256_SECRET must be at least 32 bytes (RFC 7518, section 3.2)")
+        if not 0 <= self.jwt_leeway_seconds <= 300:
+            raise ConfigError("CREDENTIALS_JWT_LEEWAY must be between 0 and 300 seconds")
+        if not self.jwt_workspaces_claim or any(not part for part in self.jwt_workspaces_claim.split(".")):
+            raise ConfigError("CREDENTIALS_JWT_WORKSPACES_CLAIM must be a claim name or a dotted path")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -114,6 +161,10 @@ class Settings:
             "vault_role_id": _value_or_file(env, "VAULT_ROLE_ID"),
             "vault_secret_id": _value_or_file(env, "VAULT_SECRET_ID"),
             "vault_secret_id_file": None if env.get("VAULT_SECRET_ID") else env.get("VAULT_SECRET_ID_FILE") or None,
+            "jwt_hs256_secret": _value_or_file(env, "CREDENTIALS_JWT_HS256_SECRET"),
+            "jwt_public_keys_file": env.get("CREDENTIALS_JWT_PUBLIC_KEYS_FILE") or None,
+            "jwt_issuer": env.get("CREDENTIALS_JWT_ISSUER") or None,
+            "jwt_audience": env.get("CREDENTIALS_JWT_AUDIENCE") or None,
         }
         converters: dict[type, Callable[[str], object]] = {bool: _bool, int: int, float: float, str: str}
         for f in fields(cls):
@@ -144,6 +195,8 @@ _ENV_NAMES = {
     "delete_retention_seconds": "CREDENTIALS_DELETE_RETENTION",
     "purge_interval_seconds": "CREDENTIALS_PURGE_INTERVAL",
     "log_level": "CREDENTIALS_LOG_LEVEL",
+    "jwt_workspaces_claim": "CREDENTIALS_JWT_WORKSPACES_CLAIM",
+    "jwt_leeway_seconds": "CREDENTIALS_JWT_LEEWAY",
 }
 
 

@@ -45,6 +45,7 @@ from service.schemas import (
     CredentialVersionList,
     CredentialVersionRead,
 )
+from service.scopes import check_scope, owner_for_create, visible_scopes
 from vault.errors import SecretNotFound, VersionConflict
 from vault.store import CallContext, SecretStore
 
@@ -111,7 +112,10 @@ def parse_id(credential_id: str) -> uuid.UUID:
 
 
 def _visible(principal: Principal) -> Combinable:
-    return (Credential.workspace_id == principal.workspace_id) & (Credential.state == "active")
+    """What ``principal`` may see: its workspace's finished rows, within the scopes it may see (service.scopes)."""
+    where: Combinable = (Credential.workspace_id == principal.workspace_id) & (Credential.state == "active")
+    scopes = visible_scopes(principal)
+    return where if scopes is None else where & scopes
 
 
 def _status_filter(status: str, now: datetime) -> Combinable:
@@ -138,6 +142,7 @@ class CredentialService:
     # -- create ------------------------------------------------------------------------------------------------
 
     async def create(self, principal: Principal, request_id: str, data: CredentialCreate) -> dict[str, Any]:
+        user_id = owner_for_create(principal, data.credential_scope, data.user_id)
         plaintext = secret_types.validate(data.auth_type, data.credentials)
         credential_id = uuid.uuid4()
         now = _now()
@@ -150,7 +155,7 @@ class CredentialService:
             credential_type=data.credential_type.value if data.credential_type else None,
             credential_scope=data.credential_scope,
             provider=data.provider if data.provider is not None else "custom",
-            user_id=data.user_id,
+            user_id=user_id,
             created_by=principal.actor_id,
             status=ACTIVE,
             expires_at=data.expires_at or secret_types.expires_at_of(data.credentials),
@@ -268,6 +273,8 @@ class CredentialService:
                 raise PreconditionFailed("The credential changed since it was read (If-Match does not match its ETag)")
             if row["status"] == REVOKED:
                 raise Conflict("The credential is revoked and cannot be changed")
+            if isinstance(data.credential_scope, str):
+                check_scope(principal, data.credential_scope, row["user_id"])
             if not changes and new_secret is None:
                 return row
             auth_type = AuthType(row["auth_type"])

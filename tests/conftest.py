@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -34,6 +35,7 @@ from service.devstack import (
     start_embedded_postgres,
 )
 from tests.helpers import CREDCTL, Caller, MakeCaller, env_for
+from tests.tokens import AUDIENCE, HS256_SECRET, ISSUER, write_jwks
 from vault.bootstrap import bootstrap
 from vault.client import make_client
 
@@ -110,8 +112,21 @@ def settings_for(database_url: str, bao: BaoServer, **overrides: object) -> Sett
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, bao: BaoServer) -> Settings:
-    return settings_for(database_url, bao)
+def jwks_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_jwks(tmp_path_factory.mktemp("jwt") / "jwks.json")
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, bao: BaoServer, jwks_file: Path) -> Settings:
+    """The test app trusts user tokens signed with tests.tokens' HS256 secret, RSA key and EC key."""
+    return settings_for(
+        database_url,
+        bao,
+        jwt_hs256_secret=HS256_SECRET,
+        jwt_public_keys_file=str(jwks_file),
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -31,11 +31,11 @@ def test_api_key_create_prints_only_the_key(settings: Settings) -> None:
 
 
 def test_api_key_create_refuses_unknown_permissions_and_bad_workspaces(settings: Settings) -> None:
-    unknown = credctl("api-key", "create", "--workspace", "w", "--permissions", "read,admin", env=env_for(settings))
+    unknown = credctl("api-key", "create", "--workspace", "w", "--permissions", "read,root", env=env_for(settings))
     bad_workspace = credctl("api-key", "create", "--workspace", "a/b", env=env_for(settings))
 
     assert (unknown.returncode, unknown.stdout) == (2, "")
-    assert "admin" in unknown.stderr
+    assert "root" in unknown.stderr
     assert (bad_workspace.returncode, bad_workspace.stdout) == (2, "")
     assert "workspace id" in bad_workspace.stderr
 

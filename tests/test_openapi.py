@@ -67,6 +67,13 @@ ADDED_FIELDS = {
         "status_changed_at": {"type": "string", "format": "date-time", "nullable": True},
     },
 }
+# API keys and the session (issue 3): Mielto's paths, FastAPI-style operationIds.
+ACCESS_OPERATIONS = {
+    ("/api/v1/api-keys", "post"): "create_api_key_api_v1_api_keys_post",
+    ("/api/v1/api-keys", "get"): "list_api_keys_api_v1_api_keys_get",
+    ("/api/v1/api-keys/{key_id}", "delete"): "delete_api_key_api_v1_api_keys__key_id__delete",
+    ("/api/v1/auth/session", "get"): "get_session_api_v1_auth_session_get",
+}
 # Responses the service declares beyond the seed's (200, 404, 422): its own auth and backend errors.
 SERVICE_ERROR_CODES = {"401", "403", "503"}
 
@@ -329,9 +336,26 @@ def test_the_document_lists_exactly_the_services_endpoints(document: dict[str, A
         if method in {"get", "put", "post", "delete", "patch", "head", "options"}
     }
 
-    assert listed == set(CREDENTIAL_OPERATIONS) | set(ADDED_OPERATIONS) | {AUTH_TYPES_OPERATION} | set(
-        HEALTH_OPERATIONS
+    assert listed == (
+        set(CREDENTIAL_OPERATIONS)
+        | set(ADDED_OPERATIONS)
+        | {AUTH_TYPES_OPERATION}
+        | set(HEALTH_OPERATIONS)
+        | set(ACCESS_OPERATIONS)
     )
+
+
+@pytest.mark.parametrize(("path", "method"), list(ACCESS_OPERATIONS), ids=list(ACCESS_OPERATIONS.values()))
+def test_every_access_operation_is_secured_and_declares_its_errors(
+    document: dict[str, Any], path: str, method: str
+) -> None:
+    op = operation(document, path, method)
+
+    assert op["operationId"] == ACCESS_OPERATIONS[path, method]
+    assert op["security"] == [{"DualAuthScheme": []}]
+    assert header_parameter(op, "X-Workspace-Id").get("required", False) is False
+    assert {"200", "400", "401", "403", "422"} <= set(op["responses"])
+    assert op["responses"]["400"]["description"] == "A user of several workspaces sent no X-Workspace-Id"
 
 
 ALL_ITEM_OPERATIONS = {**CREDENTIAL_OPERATIONS, **ADDED_OPERATIONS}

@@ -125,7 +125,8 @@ async def kv_keys(bao: BaoServer) -> AsyncIterator[KvKeys]:
 # --- create: string lengths --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("field", "limit"), MAX_LENGTHS)
+# credential_scope takes only 'workspace', 'user' or 'workspace_member' (issue 3; tests/test_scope.py).
+@pytest.mark.parametrize(("field", "limit"), [(f, n) for f, n in MAX_LENGTHS if f != "credential_scope"])
 async def test_create_accepts_a_string_of_exactly_the_maximum_length(
     client: httpx.AsyncClient, caller: Caller, field: str, limit: int
 ) -> None:
@@ -169,9 +170,16 @@ async def test_lengths_count_characters_not_bytes(client: httpx.AsyncClient, cal
     assert the_error(response) == too_long(["body", "label"], 100)
 
 
-async def test_credential_scope_has_no_minimum_length(client: httpx.AsyncClient, caller: Caller) -> None:
-    """The seed gives credential_scope a maxLength only, so an empty scope is valid."""
-    assert (await create(client, caller, credential_scope=""))["credential_scope"] == ""
+async def test_an_empty_credential_scope_is_refused_with_the_allowed_values(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    """The seed gives credential_scope a maxLength only; the service takes only the three values it names."""
+    response = await client.post(API, json=new_credential(credential_scope=""), headers=caller.headers)
+    assert the_error(response) == {
+        "loc": ["body", "credential_scope"],
+        "msg": "Input should be 'workspace', 'user' or 'workspace_member'",
+        "type": "literal_error",
+    }
 
 
 @pytest.mark.parametrize("field", ["description", "credential_type", "user_id"])
@@ -378,7 +386,7 @@ async def test_empty_credentials_are_refused(client: httpx.AsyncClient, caller: 
 
 def body_of_size(size: int) -> bytes:
     """A syntactically valid create body of exactly ``size`` bytes (its secret is far over the 64 KiB limit)."""
-    head = b'{"label":"a","auth_type":"api_key","credential_scope":"w","credentials":{"k":"'
+    head = b'{"label":"a","auth_type":"api_key","credential_scope":"workspace","credentials":{"api_key":"'
     tail = b'"}}'
     return head + b"x" * (size - len(head) - len(tail)) + tail
 
@@ -721,7 +729,7 @@ async def test_update_refuses_a_body_that_is_not_json(client: httpx.AsyncClient,
 
 async def test_update_accepts_the_limits_exactly(client: httpx.AsyncClient, caller: Caller) -> None:
     created = await create(client, caller)
-    body = {"label": "l" * 100, "description": "d" * 255, "credential_scope": "s" * 255}
+    body = {"label": "l" * 100, "description": "d" * 255}
     response = await client.put(f"{API}/{created['id']}", json=body, headers=caller.headers)
 
     assert response.status_code == 200, response.text

@@ -63,6 +63,15 @@ ERRORS: dict[int, ResponseSpec] = {
     503: ResponseSpec(data_container=Detail, description="Vault or Postgres is unavailable; see Retry-After"),
 }
 CONFLICT = {409: ResponseSpec(data_container=Detail, description="The credential's status forbids it")}
+BAD_GATEWAY = {
+    502: ResponseSpec(
+        data_container=Detail,
+        description="The OAuth token endpoint failed, timed out or is refused by the egress rules; nothing changed",
+        examples=[
+            Example(value={"detail": "Token refresh failed after 3 attempt(s): the token endpoint answered HTTP 503"})
+        ],
+    )
+}
 GONE = {410: ResponseSpec(data_container=Detail, description="That version was destroyed")}
 PRECONDITION = {412: ResponseSpec(data_container=Detail, description="If-Match does not match the current ETag")}
 OK = "Successful Response"
@@ -252,10 +261,13 @@ class CredentialController(Controller):
         summary="Reveal Credential",
         description=(
             "Addition: decrypt and return the credential's secret (`version` for an older one). Needs the `reveal` "
-            "permission; sets `last_used_at`; refused with 409 while disabled, revoked, in error or expired."
+            "permission; sets `last_used_at`; refused with 409 while disabled, revoked, in error or expired. An OAuth "
+            "credential with a refresh token whose access token has expired (or expires within the refresh skew) is "
+            "refreshed first and the fresh tokens returned; if the token endpoint fails it answers 502, never the "
+            "stale token."
         ),
         operation_id="reveal_credential_api_v1_credentials__credential_id__reveal_post",
-        responses={**ERRORS, **CONFLICT, **GONE},
+        responses={**ERRORS, **CONFLICT, **GONE, **BAD_GATEWAY},
         response_description=OK,
     )
     async def reveal_credential(
@@ -268,6 +280,34 @@ class CredentialController(Controller):
         x_workspace_id: WorkspaceHeader = None,
     ) -> CredentialSecret:
         return await credential_service.reveal(principal, request_id, credential_id, version)
+
+    @post(
+        "/{credential_id:str}/refresh",
+        status_code=200,
+        opt={"permission": "write"},
+        summary="Refresh OAuth Tokens",
+        description=(
+            "Addition: refresh the credential's OAuth tokens now with its refresh token (RFC 6749 section 6), "
+            "authenticating as `token_endpoint_auth_method` says. The new access token, the new refresh token when "
+            "one is returned, and `expires_at` from `expires_in` become a new version (reason `refresh`). Answers "
+            "the metadata, never the tokens. At most one refresh per credential runs at a time across all "
+            "instances; concurrent callers share its result. A refusal by the provider (`invalid_grant`, 400, "
+            "401) sets status `error` and answers 409 until the credential is updated; timeouts, connection errors "
+            "and 5xx are retried, then answer 502 with the status unchanged."
+        ),
+        operation_id="refresh_credential_api_v1_credentials__credential_id__refresh_post",
+        responses={**ERRORS, **CONFLICT, **BAD_GATEWAY},
+        response_description=OK,
+    )
+    async def refresh_credential(
+        self,
+        credential_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        credential_service: NamedDependency[CredentialService],
+        request_id: NamedDependency[str],
+        x_workspace_id: WorkspaceHeader = None,
+    ) -> Response[CredentialRead]:
+        return with_etag(await credential_service.refresh(principal, request_id, credential_id))
 
     @get(
         "/{credential_id:str}/versions",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -28,6 +29,7 @@ from service.config import Settings
 from service.credentials import CredentialService, Lifecycle
 from service.errors import EXCEPTION_HANDLERS
 from service.identity import TokenVerifier
+from service.oauth import RefreshPolicy, TokenClient
 from service.request_id import provide_request_id, request_id_middleware
 from service.schemas import Health
 from vault.store import SecretStore
@@ -97,7 +99,8 @@ async def secret_store(app: Litestar) -> AsyncIterator[None]:
             max_versions=settings.max_versions,
             delete_retention=timedelta(seconds=settings.delete_retention_seconds),
         )
-        app.state.credential_service = CredentialService(store, lifecycle)
+        oauth = TokenClient(RefreshPolicy.from_settings(settings))
+        app.state.credential_service = CredentialService(store, lifecycle, oauth)
         yield
     finally:
         if keeper is not None:
@@ -128,6 +131,40 @@ async def periodic_purge(app: Litestar) -> AsyncIterator[None]:
                     log.info("purged %d deleted credential(s) past the retention window", purged)
 
     task = asyncio.create_task(loop(), name="purge")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@asynccontextmanager
+async def proactive_refresh(app: Litestar) -> AsyncIterator[None]:
+    """Refresh OAuth tokens that expire within the proactive window, every ``oauth_proactive_interval_seconds``.
+
+    Each pass starts after a jittered pause (so instances started together do not run in step) and spreads its
+    refreshes over up to half the interval; the row lock keeps it single-flight with reveals and other instances.
+    """
+    settings: Settings = app.state.settings
+    interval = settings.oauth_proactive_interval_seconds
+    if interval == 0:
+        yield
+        return
+
+    async def loop() -> None:
+        service: CredentialService = app.state.credential_service
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not cryptography)
+            try:
+                report = await service.refresh_due(spread=interval / 2)
+            except Exception:  # a failed pass is retried at the next one
+                log.exception("proactive token refresh failed")
+            else:
+                if report.due:
+                    log.info("proactive token refresh: %s", report.summary())
+
+    task = asyncio.create_task(loop(), name="proactive-refresh")
     try:
         yield
     finally:
@@ -192,7 +229,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     return Litestar(
         route_handlers=[api, live, ready],
-        lifespan=[database, secret_store, periodic_purge],
+        lifespan=[database, secret_store, periodic_purge, proactive_refresh],
         on_startup=[drop_unsent_400s],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,

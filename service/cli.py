@@ -199,6 +199,33 @@ def purge() -> None:
     click.echo(f"purged {asyncio.run(go())} deleted credential(s) past the retention window")
 
 
+@main.command("refresh-due")
+@click.option("--window", type=int, default=None, help="seconds ahead [default: CREDENTIALS_OAUTH_PROACTIVE_WINDOW]")
+@click.option("--spread", type=float, default=0.0, show_default=True, help="spread refreshes over this many seconds")
+def refresh_due(window: int | None, spread: float) -> None:
+    """Refresh the OAuth tokens that expire within the window, once (for cron when the service's own background
+    refresh is off). Exits 1 when a refresh failed."""
+    from service.credentials import CredentialService, Lifecycle
+    from service.oauth import RefreshPolicy, TokenClient
+
+    with _config_errors():
+        settings = Settings.from_env()
+
+    async def go() -> list[str]:
+        async with _backends(settings) as store:
+            oauth = TokenClient(RefreshPolicy.from_settings(settings))
+            service = CredentialService(store, Lifecycle(max_versions=settings.max_versions), oauth)
+            report = await service.refresh_due(None if window is None else timedelta(seconds=window), spread)
+        click.echo(report.summary())
+        return report.failed
+
+    failed = asyncio.run(go())
+    for line in failed:
+        click.echo(f"failed {line}", err=True)
+    if failed:
+        sys.exit(1)
+
+
 @main.command("rotate-key")
 @click.option("--no-rotate", is_flag=True, help="only finish rewrapping (resume an interrupted run)")
 @click.option("--min-decryption-version", is_flag=True, help="afterwards, refuse ciphertexts of older key versions")

@@ -119,6 +119,39 @@ class Settings:
 
     jwt_leeway_seconds: int = 30
     """``CREDENTIALS_JWT_LEEWAY``: clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds."""
+    oauth_refresh_skew_seconds: int = 60
+    """``CREDENTIALS_OAUTH_REFRESH_SKEW``: reveal refreshes a refreshable credential whose access token expires
+    within this many seconds (or has expired)."""
+
+    oauth_proactive_window_seconds: int = 300
+    """``CREDENTIALS_OAUTH_PROACTIVE_WINDOW``: the background refresh (and ``credctl refresh-due``) refreshes
+    tokens expiring within this many seconds. Keep it below the providers' token lifetimes."""
+
+    oauth_proactive_interval_seconds: int = 60
+    """``CREDENTIALS_OAUTH_PROACTIVE_INTERVAL``: seconds between background refresh passes, jittered; each pass
+    spreads its refreshes over up to half of it (0: no background refresh; ``credctl refresh-due`` from cron)."""
+
+    oauth_allow_loopback: bool = False
+    """``CREDENTIALS_OAUTH_ALLOW_LOOPBACK``: allow token endpoints on loopback addresses, over plain http too
+    (tests and development only)."""
+
+    oauth_allow_private: bool = False
+    """``CREDENTIALS_OAUTH_ALLOW_PRIVATE``: allow token endpoints on private and link-local addresses (an
+    identity provider inside your network). Cloud metadata addresses are refused regardless."""
+
+    oauth_timeout_seconds: float = 10.0
+    """``CREDENTIALS_OAUTH_TIMEOUT``: deadline of one call to a token endpoint (resolve, connect, send, read)."""
+
+    oauth_max_attempts: int = 3
+    """``CREDENTIALS_OAUTH_MAX_ATTEMPTS``: calls made for one refresh when the endpoint times out, cannot be
+    reached or answers 5xx/429; the refresh then answers 502."""
+
+    oauth_retry_backoff_seconds: float = 0.5
+    """``CREDENTIALS_OAUTH_RETRY_BACKOFF``: pause before the second attempt, doubled for each later one
+    (jittered, at most 5 s)."""
+
+    oauth_max_response_bytes: int = 64 * 1024
+    """``CREDENTIALS_OAUTH_MAX_RESPONSE_BYTES``: a token endpoint answer larger than this is refused (502)."""
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -149,6 +182,15 @@ class Settings:
             raise ConfigError("CREDENTIALS_JWT_LEEWAY must be between 0 and 300 seconds")
         if not self.jwt_workspaces_claim or any(not part for part in self.jwt_workspaces_claim.split(".")):
             raise ConfigError("CREDENTIALS_JWT_WORKSPACES_CLAIM must be a claim name or a dotted path")
+        if min(self.oauth_refresh_skew_seconds, self.oauth_proactive_window_seconds) < 0:
+            raise ConfigError("CREDENTIALS_OAUTH_REFRESH_SKEW and CREDENTIALS_OAUTH_PROACTIVE_WINDOW must be >= 0")
+        if self.oauth_proactive_interval_seconds < 0 or self.oauth_retry_backoff_seconds < 0:
+            raise ConfigError("CREDENTIALS_OAUTH_PROACTIVE_INTERVAL and CREDENTIALS_OAUTH_RETRY_BACKOFF must be >= 0")
+        if self.oauth_timeout_seconds <= 0 or self.oauth_max_attempts < 1 or self.oauth_max_response_bytes < 1024:
+            raise ConfigError(
+                "CREDENTIALS_OAUTH_TIMEOUT must be > 0, CREDENTIALS_OAUTH_MAX_ATTEMPTS >= 1 and "
+                "CREDENTIALS_OAUTH_MAX_RESPONSE_BYTES >= 1024"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -197,6 +239,15 @@ _ENV_NAMES = {
     "log_level": "CREDENTIALS_LOG_LEVEL",
     "jwt_workspaces_claim": "CREDENTIALS_JWT_WORKSPACES_CLAIM",
     "jwt_leeway_seconds": "CREDENTIALS_JWT_LEEWAY",
+    "oauth_refresh_skew_seconds": "CREDENTIALS_OAUTH_REFRESH_SKEW",
+    "oauth_proactive_window_seconds": "CREDENTIALS_OAUTH_PROACTIVE_WINDOW",
+    "oauth_proactive_interval_seconds": "CREDENTIALS_OAUTH_PROACTIVE_INTERVAL",
+    "oauth_allow_loopback": "CREDENTIALS_OAUTH_ALLOW_LOOPBACK",
+    "oauth_allow_private": "CREDENTIALS_OAUTH_ALLOW_PRIVATE",
+    "oauth_timeout_seconds": "CREDENTIALS_OAUTH_TIMEOUT",
+    "oauth_max_attempts": "CREDENTIALS_OAUTH_MAX_ATTEMPTS",
+    "oauth_retry_backoff_seconds": "CREDENTIALS_OAUTH_RETRY_BACKOFF",
+    "oauth_max_response_bytes": "CREDENTIALS_OAUTH_MAX_RESPONSE_BYTES",
 }
 
 

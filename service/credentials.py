@@ -7,14 +7,20 @@ version the row names, so a KV write that Postgres never recorded is never shown
 
 Writers of one credential are serialized by a row lock (``SELECT ... FOR UPDATE``) and each KV write is a
 check-and-set on the version the row names, so two service instances racing cannot both win.
+
+OAuth refreshes take the same row lock, call the token endpoint while holding it, and write the new tokens and
+the row before releasing it: at most one refresh per credential is in flight across all instances, and one that
+acquires the lock after another refreshed sees the new version and does not refresh again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,12 +33,15 @@ from service import secret_types
 from service.auth import Principal
 from service.errors import (
     CREDENTIAL_NOT_FOUND,
+    BackendUnavailable,
+    BadGateway,
     Conflict,
     Gone,
     NotFound,
     PreconditionFailed,
     RequestInvalid,
 )
+from service.oauth import EgressRefused, RefreshRejected, SingleFlight, TokenClient
 from service.schemas import (
     AuthType,
     CredentialCreate,
@@ -46,7 +55,7 @@ from service.schemas import (
     CredentialVersionRead,
 )
 from service.scopes import check_scope, owner_for_create, visible_scopes
-from vault.errors import SecretNotFound, VersionConflict
+from vault.errors import SecretNotFound, VaultError, VaultUnavailable, VersionConflict
 from vault.store import CallContext, SecretStore
 
 log = logging.getLogger("service.credentials")
@@ -135,15 +144,20 @@ def _ctx(principal: Principal, request_id: str) -> CallContext:
 class CredentialService:
     """The operations behind the ``/credentials`` endpoints, for one principal at a time."""
 
-    def __init__(self, store: SecretStore, lifecycle: Lifecycle | None = None) -> None:
+    def __init__(
+        self, store: SecretStore, lifecycle: Lifecycle | None = None, oauth: TokenClient | None = None
+    ) -> None:
         self.store = store
         self.lifecycle = lifecycle or Lifecycle()
+        self.oauth = oauth or TokenClient()
+        self._refreshes: SingleFlight[dict[str, Any]] = SingleFlight()
 
     # -- create ------------------------------------------------------------------------------------------------
 
     async def create(self, principal: Principal, request_id: str, data: CredentialCreate) -> dict[str, Any]:
         user_id = owner_for_create(principal, data.credential_scope, data.user_id)
         plaintext = secret_types.validate(data.auth_type, data.credentials)
+        await self._check_egress(data.auth_type, data.credentials)
         credential_id = uuid.uuid4()
         now = _now()
         row = Credential(
@@ -280,6 +294,7 @@ class CredentialService:
             auth_type = AuthType(row["auth_type"])
             if new_secret is not None:
                 plaintext = secret_types.validate(auth_type, new_secret)
+                await self._check_egress(auth_type, new_secret)
                 if any(secret_types.MASK in str(v) for v in new_secret.values()):
                     current = await self._read_secret(principal, request_id, row, row["kv_version"])
                     sent_back = secret_types.masked_fields_sent_back(auth_type, current, new_secret)
@@ -294,6 +309,12 @@ class CredentialService:
                 version = await self._write_version(_ctx(principal, request_id), cid, plaintext, row["kv_version"])
                 changes[Credential.kv_version] = version
                 await self._record_version(cid, version, principal, "update")
+                if row["status"] == ERROR:
+                    # New credentials end a refresh failure: refreshing is worth trying again.
+                    changes[Credential.status] = ACTIVE
+                    changes[Credential.status_reason] = "credentials updated"
+                    changes[Credential.status_changed_at] = _now()
+                    changes[Credential.status_changed_by] = principal.actor_id
             changes[Credential.updated_at] = _now()
             await Credential.update(changes).where(Credential.id == cid)
         row.update({column._meta.name: value for column, value in changes.items()})
@@ -379,7 +400,9 @@ class CredentialService:
             raise Conflict(_because("The credential is revoked", row["status_reason"]))
         if status == ERROR:
             raise Conflict(_because("The credential is in error", row["status_reason"]))
-        if status == EXPIRED:
+        if AuthType(row["auth_type"]) in secret_types.REFRESHABLE and _due(row, self.oauth.policy.skew):
+            row = await self._refresh_once(principal, request_id, row, force=False, margin=self.oauth.policy.skew)
+        elif status == EXPIRED:
             raise Conflict(f"The credential expired at {row['expires_at'].isoformat()}")
         wanted = row["kv_version"] if version is None else version
         plaintext = await self._read_version(principal, request_id, row, wanted)
@@ -408,6 +431,133 @@ class CredentialService:
         plaintext = await self._read_version(principal, request_id, row, version)
         decoded: dict[str, Any] = msgspec.json.decode(plaintext)
         return decoded
+
+    # -- OAuth refresh -----------------------------------------------------------------------------------------
+
+    async def refresh(self, principal: Principal, request_id: str, credential_id: str) -> dict[str, Any]:
+        """Refresh now (``POST .../refresh``), whether or not the token is due; the row after it."""
+        row = await self.get(principal, credential_id)
+        return await self._refresh_once(principal, request_id, row, force=True, margin=self.oauth.policy.skew)
+
+    async def refresh_due(self, window: timedelta | None = None, spread: float = 0.0) -> RefreshReport:
+        """One proactive pass: refresh every active refreshable credential whose token expires within
+        ``window``. Each starts after a random delay of up to ``spread`` seconds (never past its skew), so many
+        tokens issued together are not all refreshed in the same second."""
+        policy = self.oauth.policy
+        window = policy.window if window is None else window
+        now = _now()
+        rows = await (
+            Credential.select(Credential.id, Credential.workspace_id, Credential.kv_version, Credential.expires_at)
+            .where(
+                (Credential.state == "active")
+                & (Credential.status == ACTIVE)
+                & Credential.auth_type.is_in([t.value for t in secret_types.REFRESHABLE])
+                & (Credential.expires_at <= now + window)
+            )
+            .order_by(Credential.expires_at)
+            .limit(1000)
+        )
+        report = RefreshReport(due=len(rows))
+        run_id = uuid.uuid4().hex[:12]
+        # A few at a time: each holds a database connection while it waits for the token endpoint.
+        slots = asyncio.Semaphore(4)
+
+        async def one(row: dict[str, Any]) -> None:
+            headroom = (row["expires_at"] - policy.skew - _now()).total_seconds()
+            await asyncio.sleep(random.uniform(0, max(0.0, min(spread, headroom))))  # noqa: S311 (jitter)
+            principal = Principal(workspace_id=row["workspace_id"], actor_id=REFRESH_ACTOR, permissions=frozenset())
+            async with slots:
+                try:
+                    after = await self._refresh_once(
+                        principal, f"refresh-due-{run_id}", dict(row), force=False, margin=window
+                    )
+                except RefreshRefused as exc:
+                    report.failed.append(f"{row['id']}: {exc.detail}")
+                except (Conflict, NotFound):
+                    report.skipped += 1  # disabled or deleted meanwhile
+                except (BadGateway, BackendUnavailable, VaultError) as exc:
+                    report.failed.append(f"{row['id']}: {type(exc).__name__}: {exc}")
+                else:
+                    if after["kv_version"] != row["kv_version"]:
+                        report.refreshed += 1
+                    else:
+                        report.skipped += 1
+
+        await asyncio.gather(*(one(dict(row)) for row in rows))
+        return report
+
+    async def _refresh_once(
+        self, principal: Principal, request_id: str, row: dict[str, Any], *, force: bool, margin: timedelta
+    ) -> dict[str, Any]:
+        """Refresh ``row``'s tokens unless someone else already did; the callers of this process share one try."""
+        cid, seen = row["id"], row["kv_version"]
+        return await self._refreshes.run(
+            (principal.workspace_id, cid),
+            lambda: self._refresh_locked(principal, request_id, cid, seen, force=force, margin=margin),
+        )
+
+    async def _refresh_locked(
+        self, principal: Principal, request_id: str, cid: uuid.UUID, seen: int, *, force: bool, margin: timedelta
+    ) -> dict[str, Any]:
+        rejected: RefreshRejected | None = None
+        async with Credential._meta.db.transaction():
+            row = await self._locked(principal, cid)
+            auth_type = AuthType(row["auth_type"])
+            if auth_type not in secret_types.REFRESHABLE:
+                raise Conflict(f"Credentials of auth_type '{auth_type.value}' have no refresh token to refresh")
+            if row["status"] == INACTIVE:
+                raise Conflict(_because("The credential is disabled", row["status_reason"]))
+            if row["status"] == REVOKED:
+                raise Conflict(_because("The credential is revoked", row["status_reason"]))
+            if row["status"] == ERROR:
+                raise Conflict(_because("The credential is in error", row["status_reason"]))
+            if not _due(row, margin) and (not force or row["kv_version"] != seen):
+                return row  # fresh: refreshed (or updated) by someone else since this caller read it
+            secret = await self._read_secret(principal, request_id, row, row["kv_version"])
+            now = _now()
+            try:
+                tokens = await self.oauth.refresh(auth_type, secret)
+            except RefreshRejected as exc:
+                rejected = exc
+                changes: dict[Any, Any] = {
+                    Credential.status: ERROR,
+                    Credential.status_reason: exc.reason[:255],
+                    Credential.status_changed_at: now,
+                    Credential.status_changed_by: principal.actor_id,
+                    Credential.updated_at: now,
+                }
+            else:
+                plaintext = msgspec.json.encode(tokens.merged_into(secret))
+                version = await self._write_refreshed(_ctx(principal, request_id), cid, plaintext, row["kv_version"])
+                await self._record_version(cid, version, principal, "refresh")
+                changes = {Credential.kv_version: version, Credential.expires_at: tokens.expires_at}
+                changes[Credential.updated_at] = now
+            await Credential.update(changes).where(Credential.id == cid)
+        row.update({column._meta.name: value for column, value in changes.items()})
+        if rejected is not None:
+            log.warning("credential %s: refresh rejected (%s); status set to error", cid, rejected.reason)
+            raise RefreshRefused(_because("The credential is in error", rejected.reason))
+        log.info("credential %s: tokens refreshed (v%d)", cid, row["kv_version"])
+        return row
+
+    async def _write_refreshed(self, ctx: CallContext, cid: uuid.UUID, plaintext: bytes, known: int) -> int:
+        """Store refreshed tokens. The provider may already have invalidated the old refresh token, so a Vault
+        hiccup here gets a few more tries before the new one is lost."""
+        for attempt in range(3):
+            try:
+                return await self._write_version(ctx, cid, plaintext, known)
+            except VaultUnavailable:
+                if attempt == 2:
+                    log.error("credential %s: refreshed tokens could not be stored; re-authorize it", cid)
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _check_egress(self, auth_type: AuthType, credentials: dict[str, Any]) -> None:
+        try:
+            await self.oauth.check(auth_type, credentials)
+        except EgressRefused as exc:
+            raise RequestInvalid.at(["body", "credentials", "token_url"], str(exc), "url_refused") from None
 
     # -- status ------------------------------------------------------------------------------------------------
 
@@ -510,6 +660,34 @@ class CredentialService:
 
     def _select(self, principal: Principal) -> Select[Credential]:
         return Credential.select(*_COLUMNS, *_INTERNAL).where(_visible(principal))
+
+
+REFRESH_ACTOR = "refresh-due"
+
+
+class RefreshRefused(Conflict):
+    """The provider rejected a refresh just now; the credential is in status ``error``."""
+
+
+@dataclass
+class RefreshReport:
+    """The outcome of one proactive refresh pass."""
+
+    due: int = 0
+    refreshed: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{self.due} due: {self.refreshed} refreshed, {self.skipped} skipped (already fresh, disabled or gone), "
+            f"{len(self.failed)} failed"
+        )
+
+
+def _due(row: dict[str, Any], margin: timedelta) -> bool:
+    """Whether the access token expires within ``margin`` (a token without an expiry is never due)."""
+    return row["expires_at"] is not None and row["expires_at"] <= _now() + margin
 
 
 def _destroyed(version: dict[str, Any] | None) -> bool:

@@ -8,6 +8,7 @@
     ├── Gone                  410     a version that was destroyed
     ├── PreconditionFailed    412     If-Match no longer matches
     ├── RequestInvalid        422     {"detail": [{"loc": [...], "msg": "...", "type": "..."}]}
+    ├── BadGateway            502     an OAuth provider's token endpoint failed, timed out or was refused by the egress rules
     └── BackendUnavailable    503     with Retry-After; Vault or Postgres cannot serve now
 
 Errors from below (``vault.errors``, asyncpg, Litestar's own validation) are translated here, once. Their
@@ -62,6 +63,12 @@ class Gone(ServiceError):
 
 class PreconditionFailed(ServiceError):
     status_code = 412
+
+
+class BadGateway(ServiceError):
+    """A third party the service calls on the caller's behalf (an OAuth token endpoint) did not give a usable answer."""
+
+    status_code = 502
 
 
 class BackendUnavailable(ServiceError):

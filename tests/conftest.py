@@ -106,6 +106,8 @@ def settings_for(database_url: str, bao: BaoServer, **overrides: object) -> Sett
         "vault_workers": 8,
         "db_pool_max": 8,
         "retry_after_seconds": 7,
+        # No background refresh passes: tests that want one start it themselves.
+        "oauth_proactive_interval_seconds": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

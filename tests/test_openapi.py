@@ -56,6 +56,10 @@ ADDED_OPERATIONS = {
         "/api/v1/credentials/{credential_id}/revoke",
         "post",
     ): "revoke_credential_api_v1_credentials__credential_id__revoke_post",
+    (
+        "/api/v1/credentials/{credential_id}/refresh",
+        "post",
+    ): "refresh_credential_api_v1_credentials__credential_id__refresh_post",
 }
 AUTH_TYPES_OPERATION = ("/api/v1/credentials/auth-types", "get")
 HEALTH_OPERATIONS = [("/health/live", "get"), ("/health/ready", "get")]

@@ -7,6 +7,7 @@ tests use, vault/compose-init.sh under a POSIX sh, and the service's environment
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service.app import make_store
 from service.config import (
     Settings,
     database_url_from_env,
@@ -34,7 +36,7 @@ from service.config import (
     vault_admin_from_env,
 )
 from service.devstack import bao_binary, free_port
-from vault.bootstrap import bootstrap
+from vault.bootstrap import bootstrap, write_approle_credentials
 from vault.client import make_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +48,8 @@ SERVICES = {"postgres", "openbao", "openbao-init", "bootstrap", "service", "vaul
 # Obviously fake values for the variables compose.yaml requires.
 VARIABLES = {"POSTGRES_PASSWORD": "compose-test-password"}
 SERVE = ["credctl", "serve", "--host", "0.0.0.0", "--port", "8000"]
+# Where the bootstrap job writes the service's AppRole files, and the service reads them (one named volume).
+APPROLE_DIR = "/run/approle"
 
 # Compose's interpolation syntax: `$$` (a literal `$`), `${...}`, `$NAME`; a `$` followed by anything else is
 # an error in Compose, and is matched here with no group set.
@@ -225,14 +229,26 @@ def test_the_service_image_is_built_from_a_pinned_python_and_runs_credctl_serve_
     assert user == "credentials:credentials"
     assert uid
     assert gid
+    assert (uid[1], gid[1]) == ("10001", "10001")
     assert cmd == SERVE
     for name in ("bootstrap", "service"):
         assert stack[name]["build"] == {"context": ".", "dockerfile": "service/Dockerfile"}
         assert image_tag(stack[name]["image"], "credentials-service") == pyproject()["project"]["version"]
-    # The init jobs hand the operator token to exactly the user the image runs as.
+    # The service runs the image's command as the image's user; the bootstrap job runs as that same uid:gid, so the
+    # operator token the init jobs hand over is its to read, and the 0600 AppRole files it writes are the service's.
+    assert ("command" in stack["service"], "user" in stack["service"]) == (False, False)
+    assert stack["bootstrap"]["user"] == "10001:10001"
     assert {stack[name]["environment"]["INIT_TOKEN_OWNER"] for name in ("openbao-init", "vault-init")} == {
-        f"{uid[1]}:{gid[1]}"
+        "10001:10001"
     }
+
+
+def test_the_image_has_an_approle_directory_owned_by_its_user_for_the_volume_to_start_from() -> None:
+    # A new named volume mounted on an image directory starts with that directory's owner and mode: without this
+    # the volume would be root's, and the bootstrap job (uid 10001) could not write the AppRole files into it.
+    dockerfile = DOCKERFILE.read_text()
+
+    assert re.search(rf"&& install -d -o 10001 -g 10001 -m 0700 {APPROLE_DIR}$", dockerfile, re.MULTILINE)
 
 
 def test_the_build_context_leaves_out_the_virtualenv_git_and_local_secrets() -> None:
@@ -341,41 +357,75 @@ def test_the_database_url_names_the_user_password_and_database_postgres_creates(
 
 
 @pytest.mark.parametrize("backend", ["openbao", "vault"])
-def test_the_service_reads_the_token_its_backends_init_job_writes(backend: str) -> None:
+def test_the_bootstrap_job_reads_the_token_its_backends_init_job_writes_and_writes_the_approle_files(
+    backend: str,
+) -> None:
     stack = services(VAULT_BACKEND=backend)
-    init = stack[f"{backend}-init"]
+    init, bootstrap_job = stack[f"{backend}-init"], stack["bootstrap"]
 
-    for name, then in (
-        ("bootstrap", "credctl vault-bootstrap && credctl migrate"),
-        ("service", f"exec {' '.join(SERVE)}"),
-    ):
-        variable, token_file, rest = token_reading_command(stack[name]["command"])
-        assert (variable, token_file, rest) == ("VAULT_TOKEN", init["environment"]["INIT_TOKEN_FILE"], then)
-        assert stack[name]["environment"]["VAULT_ADDR"] == init["environment"]["INIT_ADDR"] == f"http://{backend}:8200"
-        token_dir = str(Path(token_file).parent)
-        assert f"{mounts(stack[name])[token_dir]}:{token_dir}:ro" in stack[name]["volumes"]
-        assert mounts(stack[name])[token_dir] == mounts(init)[token_dir] == "operator-token"
+    variable, token_file, rest = token_reading_command(bootstrap_job["command"])
+    assert (variable, token_file, rest) == (
+        "VAULT_TOKEN",
+        f"/run/operator-token/{backend}",
+        f"credctl vault-bootstrap --approle-out {APPROLE_DIR} && credctl migrate",
+    )
+    assert token_file == init["environment"]["INIT_TOKEN_FILE"]
+    assert bootstrap_job["environment"]["VAULT_ADDR"] == init["environment"]["INIT_ADDR"] == f"http://{backend}:8200"
+    # The token read-only; the AppRole directory writable, on the volume the service reads.
+    assert bootstrap_job["volumes"] == ["operator-token:/run/operator-token:ro", f"approle:{APPROLE_DIR}"]
+    assert mounts(init)["/run/operator-token"] == "operator-token"
 
 
 @pytest.mark.parametrize("backend", ["openbao", "vault"])
-def test_the_service_environment_is_what_the_settings_read(backend: str) -> None:
+def test_the_service_logs_in_with_approle_from_the_bootstrap_jobs_files_and_never_sees_the_operator_token(
+    backend: str,
+) -> None:
     service = services(VAULT_BACKEND=backend)["service"]
-    variable, _file, _rest = token_reading_command(service["command"])
-    environ = RecordingEnviron({**service["environment"], variable: "s.compose-test-token"})
+
+    assert service["environment"] == {
+        "DATABASE_URL": "postgresql://credentials:compose-test-password@postgres:5432/credentials",
+        "VAULT_ADDR": f"http://{backend}:8200",
+        "VAULT_ROLE_ID_FILE": f"{APPROLE_DIR}/role_id",
+        "VAULT_SECRET_ID_FILE": f"{APPROLE_DIR}/secret_id",
+    }
+    assert service["volumes"] == [f"approle:{APPROLE_DIR}:ro"]
+    assert "operator-token" not in mounts(service).values()
+
+
+def service_environ(service: Mapping[str, Any], approle_dir: Path) -> RecordingEnviron:
+    """The service's environment, with the AppRole volume's mount point moved to `approle_dir`."""
+    moved = {
+        name: str(approle_dir / Path(value).relative_to(APPROLE_DIR)) if value.startswith(f"{APPROLE_DIR}/") else value
+        for name, value in service["environment"].items()
+    }
+    return RecordingEnviron(moved)
+
+
+@pytest.mark.parametrize("backend", ["openbao", "vault"])
+def test_the_service_environment_is_what_the_settings_read(backend: str, tmp_path: Path) -> None:
+    service = services(VAULT_BACKEND=backend)["service"]
+    # The names write_approle_credentials gives the files in the directory --approle-out names.
+    (tmp_path / "role_id").write_text("compose-test-role-id\n")
+    (tmp_path / "secret_id").write_text("compose-test-secret-id\n")
+    environ = service_environ(service, tmp_path)
 
     settings = Settings.from_env(environ)
 
     assert set(environ) <= environ.asked
     assert settings.database_url == "postgresql://credentials:compose-test-password@postgres:5432/credentials"
     assert settings.vault_addr == f"http://{backend}:8200"
-    assert settings.vault_token == "s.compose-test-token"
-    # The demo's root token is a dev-mode thing (service/config.py); production uses AppRole.
-    assert settings.dev_mode is True
+    assert (settings.vault_role_id, settings.vault_secret_id) == ("compose-test-role-id", "compose-test-secret-id")
+    # Read again at each login, so a secret id rotated in place needs no restart.
+    assert settings.vault_secret_id_file == str(tmp_path / "secret_id")
+    assert settings.vault_token is None
+    # Production settings: a root token would be refused at start-up.
+    assert settings.dev_mode is False
 
 
 def test_the_bootstrap_environment_is_what_vault_bootstrap_and_migrate_read() -> None:
     bootstrap_job = services()["bootstrap"]
     variable, _file, _rest = token_reading_command(bootstrap_job["command"])
+    assert set(bootstrap_job["environment"]) == {"DATABASE_URL", "VAULT_ADDR"}
     environ = RecordingEnviron({**bootstrap_job["environment"], variable: "s.compose-test-token"})
 
     assert vault_admin_from_env(environ) == ("http://openbao:8200", "s.compose-test-token")
@@ -466,7 +516,7 @@ def posix_sh() -> str:
 
 def test_the_shell_in_compose_and_the_init_script_parse_as_posix_sh() -> None:
     stack = services()
-    scripts = {name: stack[name]["command"][2] for name in ("bootstrap", "service")}
+    scripts = {name: stack[name]["command"][2] for name in ("bootstrap",)}
 
     for name, script in scripts.items():
         result = subprocess.run([posix_sh(), "-n", "-c", script], capture_output=True, text=True, check=False)
@@ -544,14 +594,29 @@ def health(url: str) -> int | None:
         return None
 
 
-def bootstrap_with(addr: str, token: str) -> list[bool]:
-    """Run the bootstrap as the compose job would, with `token`; which of its steps changed something."""
+def bootstrap_with(addr: str, token: str, approle_dir: Path) -> list[bool]:
+    """Run the bootstrap as the compose job would (`--approle-out` to `approle_dir`), with `token`; which of its
+    steps changed something."""
     client = make_client(addr, token, pool_size=1, timeout=10)
     try:
         steps = bootstrap(client, transit_mount="transit", transit_key="credentials", kv_mount="credentials")
+        steps += write_approle_credentials(client, approle_dir)
     finally:
         client.adapter.close()
     return [step.changed for step in steps]
+
+
+def service_login(addr: str, approle_dir: Path) -> tuple[str, ...]:
+    """Log in as the compose service would, from its environment (the AppRole volume at `approle_dir`, the server at
+    `addr`); the policies of the token it gets."""
+    environ = dict(service_environ(services()["service"], approle_dir))
+    settings = Settings.from_env({**environ, "VAULT_ADDR": addr})
+    store = make_store(settings, workers=1)
+    try:
+        token = asyncio.run(store.start())
+    finally:
+        store.close()
+    return token.policies
 
 
 def test_init_script_initialises_then_unseals_after_a_restart_and_its_token_bootstraps(tmp_path: Path) -> None:
@@ -562,17 +627,21 @@ def test_init_script_initialises_then_unseals_after_a_restart_and_its_token_boot
     config = local_config(tmp_path, port)
     (tmp_path / "keys").mkdir()
     (tmp_path / "token").mkdir()
+    approle_dir = tmp_path / "approle"
     compose_check = urllib.parse.urlsplit(services()["openbao"]["healthcheck"]["test"][5])
     listener_check = f"{addr}{compose_check.path}?{compose_check.query}"
 
     with openbao_server(config, tmp_path / "server.log", addr):
         first = run_init(tmp_path, addr)
         token = (tmp_path / "token" / "openbao").read_text().strip()
-        first_bootstrap = bootstrap_with(addr, token)
+        first_bootstrap = bootstrap_with(addr, token, approle_dir)
+        first_login = service_login(addr, approle_dir)
+        secret_id = (approle_dir / "secret_id").read_text()
     with openbao_server(config, tmp_path / "server.log", addr):
         sealed = (health(listener_check), health(f"{addr}/v1/sys/health"))
         second = run_init(tmp_path, addr)
-        second_bootstrap = bootstrap_with(addr, token)
+        second_bootstrap = bootstrap_with(addr, token, approle_dir)
+        second_login = service_login(addr, approle_dir)
 
     assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
     assert first.stderr.splitlines() == [
@@ -590,6 +659,11 @@ def test_init_script_initialises_then_unseals_after_a_restart_and_its_token_boot
     # Everything the first bootstrap created survived the restart: real storage, not dev mode's memory.
     assert first_bootstrap == [True] * len(first_bootstrap)
     assert second_bootstrap == [False] * len(first_bootstrap)
+    # The service logs in with the files the bootstrap wrote, and gets the service's policy only (no root token);
+    # the secret id, still valid, is kept across the restart.
+    assert first_login == second_login == ("credentials-service",)
+    assert (approle_dir / "secret_id").read_text() == secret_id
+    assert {stat.S_IMODE((approle_dir / name).stat().st_mode) for name in ("role_id", "secret_id")} == {0o600}
     audit_paths = {json.loads(line)["request"]["path"] for line in (tmp_path / "audit.log").read_text().splitlines()}
     assert "sys/mounts" in audit_paths
     assert stat.S_IMODE((tmp_path / "audit.log").stat().st_mode) == 0o600

@@ -1,19 +1,20 @@
 #!/bin/sh
 # compose.yaml's one-shot init job: initialise OpenBao (or Vault) on its first start, unseal it on every start,
-# check that its file audit device is on, and leave the operator token where the bootstrap job and the service
-# read it. Safe to re-run: `docker compose up` runs it again after a restart left the server sealed.
+# check that its file audit device is on, and leave the operator token where the bootstrap job reads it. Safe to
+# re-run: `docker compose up` runs it again after a restart left the server sealed.
 #
 # DEMO ONLY. One key share with a threshold of one, kept on a volume beside the server it unseals, protects
-# nothing from whoever can read that volume, and the root token ends up in the service. Production splits the
-# unseal key among several holders (or auto-unseals with a KMS or HSM seal), revokes the root token once the
-# bootstrap has run, and logs the service in with AppRole (VAULT_ROLE_ID / VAULT_SECRET_ID).
+# nothing from whoever can read that volume, and the root token stays on a volume for the bootstrap job. (The
+# service never sees it: it logs in with AppRole, from the role_id and secret_id files the bootstrap job writes.)
+# Production splits the unseal key among several holders (or auto-unseals with a KMS or HSM seal) and revokes the
+# root token once the bootstrap has run.
 #
 # POSIX sh: the OpenBao and Vault images are Alpine, where sh is busybox. Settings (compose.yaml sets them):
 #   INIT_CLI             bao (the OpenBao image) or vault (HashiCorp's image); default bao
 #   INIT_ADDR            the server, e.g. http://openbao:8200
 #   INIT_KEYS_DIR        where init.json (unseal key and root token) is kept; only the init job mounts it
-#   INIT_TOKEN_FILE      where the operator token is written for the bootstrap job and the service
-#   INIT_TOKEN_OWNER     uid:gid given the token file (the service image's user); empty leaves it as is
+#   INIT_TOKEN_FILE      where the operator token is written for the bootstrap job
+#   INIT_TOKEN_OWNER     uid:gid given the token file (the bootstrap job's user); empty leaves it as is
 #   INIT_API_AUDIT_FILE  Vault only: enable the file audit device at this path through the API. OpenBao refuses
 #                        that and declares the device in vault/server.hcl instead.
 #   INIT_TIMEOUT         seconds to wait for the server at each step; default 60
@@ -108,7 +109,7 @@ fi
 as_root audit list -format=json | tr -d ' \t\r\n' | grep -q '"file/":{"type":"file"' \
     || die "no file audit device at file/ (declare it in the server config, or set INIT_API_AUDIT_FILE on Vault)"
 
-# Replaced atomically, so the bootstrap job and the service never read a half-written token.
+# Replaced atomically, so the bootstrap job never reads a half-written token.
 printf '%s\n' "$root_token" >"$token_file.tmp"
 [ -z "$token_owner" ] || chown "$token_owner" "$token_file.tmp"
 chmod 0400 "$token_file.tmp"

@@ -337,5 +337,41 @@ def dev(port: int, state_dir: Path, database: str) -> None:
         _fail(str(exc))
 
 
+@main.command("dev-token")
+@click.option("--workspace", required=True, help="the workspace the token lists")
+@click.option("--role", default="owner", show_default=True, type=click.Choice(["owner", "admin", "member", "viewer"]))
+@click.option(
+    "--secret",
+    required=True,
+    envvar="CREDENTIALS_JWT_HS256_SECRET",
+    help="the service's HS256 secret (`credctl dev` prints it; default: CREDENTIALS_JWT_HS256_SECRET)",
+)
+@click.option("--sub", default="dev-user", show_default=True, help="the user's id")
+@click.option("--ttl", default=3600, show_default=True, type=click.IntRange(min=1), help="seconds until it expires")
+@click.option("--issuer", default=None, help="iss claim, for a service with CREDENTIALS_JWT_ISSUER")
+@click.option("--audience", default=None, help="aud claim, for a service with CREDENTIALS_JWT_AUDIENCE")
+def dev_token(
+    workspace: str, role: str, secret: str, sub: str, ttl: int, issuer: str | None, audience: str | None
+) -> None:
+    """Print a user token (HS256 JWT) for trying the API as a user: `sub` holds `role` in `workspace`. For
+    development: anyone with the secret can mint any user."""
+    import jwt
+
+    if len(secret.encode()) < 32:
+        _fail("--secret must be at least 32 bytes, as the service requires of CREDENTIALS_JWT_HS256_SECRET")
+    now = int(datetime.now(UTC).timestamp())
+    claims: dict[str, object] = {
+        "sub": sub,
+        "iat": now,
+        "exp": now + ttl,
+        "workspaces": [{"id": workspace, "role": role}],
+    }
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    click.echo(jwt.encode(claims, secret, algorithm="HS256"))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -197,6 +197,33 @@ def curl_example(url: str, key: str) -> str:
     )
 
 
+def mint_command(jwt_secret: str, workspace: str = "dev", role: str = "owner") -> str:
+    """The ``credctl dev-token`` command that mints a user token the dev service accepts."""
+    return shlex.join(["credctl", "dev-token", "--workspace", workspace, "--role", role, "--secret", jwt_secret])
+
+
+def session_example(url: str, jwt_secret: str) -> str:
+    """A curl of ``/auth/session`` as a user, with a token minted on the spot."""
+    return f'curl -s {url}/api/v1/auth/session -H "Authorization: Bearer $({mint_command(jwt_secret)})"'
+
+
+def ready_message(url: str, key: str, permissions: Sequence[str], jwt_secret: str, bao: BaoServer) -> str:
+    """What ``credctl dev`` prints once everything is up: where, with which API key and user-token secret."""
+    return "\n".join(
+        [
+            "",
+            f"Credentials service: {url}   (OpenAPI: {url}/schema/openapi.json)",
+            f"API key (workspace 'dev'; {', '.join(permissions)}): {key}",
+            f"JWT HS256 secret (user tokens; this run only): {jwt_secret}   mint one: {mint_command(jwt_secret)}",
+            f"Vault: {bao.addr}   root token: {bao.token}   audit log: {bao.audit_log}",
+            "Try:",
+            f"  {curl_example(url, key)}",
+            f"  {session_example(url, jwt_secret)}",
+            "Ctrl-C stops everything this command started.\n",
+        ]
+    )
+
+
 def run_dev_stack(
     state_dir: Path, port: int, database: str = DEV_DATABASE, echo: Callable[[str], None] = print
 ) -> None:
@@ -207,7 +234,7 @@ def run_dev_stack(
 
     from db.engine import bind, migrate
     from service.app import create_app
-    from service.auth import create_api_key
+    from service.auth import PERMISSIONS, create_api_key
     from service.config import Settings
     from vault.bootstrap import bootstrap
     from vault.client import make_client
@@ -247,17 +274,20 @@ def run_dev_stack(
 
         async def new_key() -> str:
             bind(database_url)
-            return (await create_api_key("dev", ["read", "write", "reveal"], "credctl dev")).key
+            return (await create_api_key("dev", list(PERMISSIONS), "credctl dev")).key
 
         key = asyncio.run(new_key())
-        settings = Settings(database_url=database_url, vault_addr=bao.addr, vault_token=bao.token, dev_mode=True)
+        # User tokens too: a new HS256 secret each run (32 random bytes), so tokens minted for one run die with it.
+        jwt_secret = secrets.token_hex(32)
+        settings = Settings(
+            database_url=database_url,
+            vault_addr=bao.addr,
+            vault_token=bao.token,
+            dev_mode=True,
+            jwt_hs256_secret=jwt_secret,
+        )
         url = f"http://127.0.0.1:{port}"
-        echo("")
-        echo(f"Credentials service: {url}   (OpenAPI: {url}/schema/openapi.json)")
-        echo(f"API key (workspace 'dev'; read, write, reveal): {key}")
-        echo(f"Vault: {bao.addr}   root token: {bao.token}   audit log: {bao.audit_log}")
-        echo(f"Try:\n  {curl_example(url, key)}")
-        echo("Ctrl-C stops everything this command started.\n")
+        echo(ready_message(url, key, PERMISSIONS, jwt_secret, bao))
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="info"))
         server.run()
     finally:

@@ -6,16 +6,22 @@ import asyncio
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import click
 import httpx
+import jwt
 import pytest
 
+from service.cli import dev_token
 from service.config import Settings
 from service.devstack import BaoServer, free_port
+from service.errors import Unauthorized
+from service.identity import ROLE_PERMISSIONS, TokenVerifier
 from tests.helpers import CREDCTL, env_for, new_credential
 
 
@@ -118,10 +124,28 @@ def test_credctl_dev_runs_the_stack_and_ctrl_c_leaves_nothing_behind(tmp_path: P
             assert line, "credctl dev exited early:\n" + "".join(printed)
             printed.append(line)
         text = "".join(printed)
-        key = re.search(r"API key \(workspace 'dev'; read, write, reveal\): (\S+)", text)
+        key = re.search(r"^API key \(workspace 'dev'; read, write, reveal, admin\): (ck_\S+)$", text, re.MULTILINE)
         assert key, text
+        jwt_secret = re.search(
+            r"^JWT HS256 secret \(user tokens; this run only\): ([0-9a-f]{64})   "
+            r"mint one: credctl dev-token --workspace dev --role owner --secret ([0-9a-f]{64})$",
+            text,
+            re.MULTILINE,
+        )
+        assert jwt_secret, text
+        assert jwt_secret.group(1) == jwt_secret.group(2)
         assert f"Credentials service: http://127.0.0.1:{port}" in text
         assert f"curl -s http://127.0.0.1:{port}/api/v1/credentials" in text
+        # The printed session example mints its token with credctl dev-token; run that very command.
+        session_hint = re.search(
+            rf'^  curl -s http://127\.0\.0\.1:{port}/api/v1/auth/session -H "Authorization: Bearer \$\((.+)\)"$',
+            text,
+            re.MULTILINE,
+        )
+        assert session_hint, text
+        mint = shlex.split(session_hint.group(1))
+        assert mint == ["credctl", "dev-token", "--workspace", "dev", "--role", "owner", "--secret", jwt_secret[1]]
+        minted = subprocess.run([CREDCTL, *mint[1:]], env=env, capture_output=True, text=True, timeout=60, check=True)
         url = f"http://127.0.0.1:{port}"
         for _ in range(50):
             try:
@@ -132,6 +156,34 @@ def test_credctl_dev_runs_the_stack_and_ctrl_c_leaves_nothing_behind(tmp_path: P
         headers = {"Authorization": f"Bearer {key.group(1)}"}
         created = httpx.post(f"{url}/api/v1/credentials", json=new_credential(), headers=headers, timeout=10)
         assert created.status_code == 200
+        # The key holds admin: it manages the workspace's API keys, starting with itself.
+        keys = httpx.get(f"{url}/api/v1/api-keys", headers=headers, timeout=10)
+        assert keys.status_code == 200, keys.text
+        assert [(k["workspace_id"], k["permissions"], k["label"]) for k in keys.json()["api_keys"]] == [
+            ("dev", ["read", "write", "reveal", "admin"], "credctl dev")
+        ]
+        assert key.group(1).startswith(keys.json()["api_keys"][0]["key"])
+        # A user token minted with the printed secret is accepted: an owner of 'dev', with every permission.
+        user = {"Authorization": f"Bearer {minted.stdout.strip()}"}
+        session = httpx.get(f"{url}/api/v1/auth/session", headers=user, timeout=10)
+        assert session.status_code == 200, session.text
+        assert session.json() == {
+            "user": {"id": "dev-user", "email": None, "name": None},
+            "workspace": {"id": "dev"},
+            "workspace_user": {
+                "role": "owner",
+                "is_owner": True,
+                "permissions": ["read", "write", "reveal", "admin"],
+                "status": "active",
+            },
+            "auth_type": "bearer_token",
+            "auth_provider": "jwt",
+            "api_key": None,
+        }
+        # Signed with another secret, the same claims are refused.
+        forged = credctl("dev-token", "--workspace", "dev", "--secret", "f" * 64, env=env).stdout.strip()
+        refused = httpx.get(f"{url}/api/v1/auth/session", headers={"Authorization": f"Bearer {forged}"}, timeout=10)
+        assert (refused.status_code, refused.json()) == (401, {"detail": "Invalid token"})
     finally:
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
@@ -140,6 +192,42 @@ def test_credctl_dev_runs_the_stack_and_ctrl_c_leaves_nothing_behind(tmp_path: P
     assert not state_dir.exists()
     assert not [p for p in _processes() if str(state_dir) in p]
     assert not asyncio.run(_database_exists(postgres_server, database))
+
+
+def test_dev_token_mints_a_token_the_service_verifies_as_the_user_in_the_workspace_with_the_role() -> None:
+    secret = secrets.token_hex(32)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDENTIALS_")}
+    result = credctl(
+        "dev-token", "--workspace", "wsp_try", "--role", "viewer", "--secret", secret, "--sub", "usr_ada", env=env
+    )
+    from_env = credctl("dev-token", "--workspace", "wsp_try", env={**env, "CREDENTIALS_JWT_HS256_SECRET": secret})
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.count("\n") == 1
+    user = TokenVerifier(hs256_secret=secret).verify(result.stdout.strip())
+    assert (user.id, dict(user.workspaces)) == ("usr_ada", {"wsp_try": "viewer"})
+    claims = jwt.decode(result.stdout.strip(), secret, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 3600
+    assert from_env.returncode == 0, from_env.stderr
+    assert TokenVerifier(hs256_secret=secret).verify(from_env.stdout.strip()).workspaces == {"wsp_try": "owner"}
+    with pytest.raises(Unauthorized):
+        TokenVerifier(hs256_secret=secrets.token_hex(32)).verify(result.stdout.strip())
+
+
+def test_dev_token_offers_exactly_the_roles_the_service_knows_and_refuses_a_short_secret() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDENTIALS_")}
+    (role,) = [param for param in dev_token.params if param.name == "role"]
+    short = credctl("dev-token", "--workspace", "w", "--secret", "x" * 31, env=env)
+    unknown = credctl("dev-token", "--workspace", "w", "--role", "root", "--secret", "x" * 32, env=env)
+
+    assert isinstance(role.type, click.Choice)
+    assert set(role.type.choices) == set(ROLE_PERMISSIONS)
+    assert (short.returncode, short.stdout) == (2, "")
+    assert short.stderr == (
+        "credctl: --secret must be at least 32 bytes, as the service requires of CREDENTIALS_JWT_HS256_SECRET\n"
+    )
+    assert (unknown.returncode, unknown.stdout) == (2, "")
+    assert "'root' is not one of" in unknown.stderr
 
 
 def _processes() -> list[str]:

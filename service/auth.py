@@ -30,6 +30,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from db import queries
 from db.tables import ApiKey
 from service.errors import Forbidden, RequestInvalid, ServiceError, Unauthorized
 from service.identity import ROLE_PERMISSIONS, SUPABASE_PREFIX, TokenVerifier
@@ -189,19 +190,7 @@ async def _api_key_principal(key: str, requested: str | None) -> Principal:
     match = _KEY_FORMAT.match(key)
     row = None
     if match:
-        row = await (
-            ApiKey.select(
-                ApiKey.id,
-                ApiKey.workspace_id,
-                ApiKey.secret_hash,
-                ApiKey.permissions,
-                ApiKey.status,
-                ApiKey.expires_at,
-                ApiKey.label,
-            )
-            .where(ApiKey.lookup_id == match.group(1))
-            .first()
-        )
+        row = await queries.api_key_by_lookup(match.group(1))
     presented = _hash(match.group(2)) if match else _DUMMY_HASH
     stored = row["secret_hash"] if row else _DUMMY_HASH
     valid = hmac.compare_digest(presented, stored) and row is not None

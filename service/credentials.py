@@ -25,9 +25,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from piccolo.custom_types import Combinable
-from piccolo.query.methods.select import Select
 
+from db import queries
 from db.tables import Credential, CredentialVersion
 from service import secret_types
 from service.auth import Principal
@@ -54,7 +53,7 @@ from service.schemas import (
     CredentialVersionList,
     CredentialVersionRead,
 )
-from service.scopes import check_scope, owner_for_create, visible_scopes
+from service.scopes import check_scope, owner_for_create, scope_condition
 from vault.errors import SecretNotFound, VaultError, VaultUnavailable, VersionConflict
 from vault.store import CallContext, SecretStore
 
@@ -120,21 +119,18 @@ def parse_id(credential_id: str) -> uuid.UUID:
         raise NotFound(CREDENTIAL_NOT_FOUND) from None
 
 
-def _visible(principal: Principal) -> Combinable:
+def _visible(principal: Principal) -> queries.Where:
     """What ``principal`` may see: its workspace's finished rows, within the scopes it may see (service.scopes)."""
-    where: Combinable = (Credential.workspace_id == principal.workspace_id) & (Credential.state == "active")
-    scopes = visible_scopes(principal)
-    return where if scopes is None else where & scopes
+    return scope_condition(principal, queries.visible(principal.workspace_id))
 
 
-def _status_filter(status: str, now: datetime) -> Combinable:
+def _status_condition(where: queries.Where, status: str, now: datetime) -> queries.Where:
     """Filter on the computed status: an active row past its expiry is 'expired', not 'active'."""
-    unexpired = Credential.expires_at.is_null() | (Credential.expires_at > now)
     if status == ACTIVE:
-        return (Credential.status == ACTIVE) & unexpired
+        return where.add("status = 'active' AND (expires_at IS NULL OR expires_at > {})", now)
     if status == EXPIRED:
-        return (Credential.status == ACTIVE) & (Credential.expires_at <= now)
-    return Credential.status == status
+        return where.add("status = 'active' AND expires_at <= {}", now)
+    return where.add("status = {}", status)
 
 
 def _ctx(principal: Principal, request_id: str) -> CallContext:
@@ -160,25 +156,29 @@ class CredentialService:
         await self._check_egress(data.auth_type, data.credentials)
         credential_id = uuid.uuid4()
         now = _now()
-        row = Credential(
-            id=credential_id,
-            workspace_id=principal.workspace_id,
-            label=data.label,
-            description=data.description,
-            auth_type=data.auth_type.value,
-            credential_type=data.credential_type.value if data.credential_type else None,
-            credential_scope=data.credential_scope,
-            provider=data.provider if data.provider is not None else "custom",
-            user_id=user_id,
-            created_by=principal.actor_id,
-            status=ACTIVE,
-            expires_at=data.expires_at or secret_types.expires_at_of(data.credentials),
-            created_at=now,
-            updated_at=now,
-            state="pending",
-            kv_version=0,
-        )
-        await Credential.insert(row)
+        row: dict[str, Any] = {
+            "id": credential_id,
+            "workspace_id": principal.workspace_id,
+            "label": data.label,
+            "description": data.description,
+            "auth_type": data.auth_type.value,
+            "credential_type": data.credential_type.value if data.credential_type else None,
+            "credential_scope": data.credential_scope,
+            "provider": data.provider if data.provider is not None else "custom",
+            "user_id": user_id,
+            "created_by": principal.actor_id,
+            "status": ACTIVE,
+            "status_reason": None,
+            "status_changed_at": None,
+            "expires_at": data.expires_at or secret_types.expires_at_of(data.credentials),
+            "last_used_at": None,
+            "created_at": now,
+            "updated_at": now,
+            "deleted_at": None,
+            "state": "pending",
+            "kv_version": 0,
+        }
+        await queries.insert_credential(row)
         ctx = _ctx(principal, request_id)
         try:
             stored = await self.store.create(
@@ -194,15 +194,11 @@ class CredentialService:
                 },
                 max_versions=self.lifecycle.max_versions,
             )
-            async with Credential._meta.db.transaction():
-                await Credential.update({Credential.state: "active", Credential.kv_version: stored.version}).where(
-                    Credential.id == credential_id
-                )
-                await self._record_version(credential_id, stored.version, principal, "create")
+            await queries.activate_credential(credential_id, stored.version, principal.actor_id)
         except BaseException:
             await self._undo_create(ctx, credential_id)
             raise
-        return {**row.to_dict(), "state": "active", "kv_version": stored.version}
+        return {**row, "state": "active", "kv_version": stored.version}
 
     async def _undo_create(self, ctx: CallContext, credential_id: uuid.UUID) -> None:
         """Best effort, each step on its own: what cannot be undone now, ``credctl reconcile`` finishes later
@@ -219,7 +215,7 @@ class CredentialService:
     # -- read --------------------------------------------------------------------------------------------------
 
     async def get(self, principal: Principal, credential_id: str) -> dict[str, Any]:
-        row = await self._select(principal).where(Credential.id == parse_id(credential_id)).first()
+        row = await queries.credential(_visible(principal).add("id = {}", parse_id(credential_id)))
         if row is None:
             raise NotFound(CREDENTIAL_NOT_FOUND)
         return dict(row)
@@ -237,24 +233,17 @@ class CredentialService:
         return row, CredentialMasked(**msgspec.structs.asdict(to_read(row)), masked_credentials=shown)
 
     async def list(self, principal: Principal, query: ListQuery) -> CredentialList:
-        where: Combinable = _visible(principal)
+        where = _visible(principal)
         if query.credential_type is not None:
-            where &= Credential.credential_type == query.credential_type.value
+            where.add("credential_type = {}", query.credential_type.value)
         if query.auth_type is not None:
-            where &= Credential.auth_type == query.auth_type.value
+            where.add("auth_type = {}", query.auth_type.value)
         if query.status is not None:
-            where &= _status_filter(query.status, _now())
+            _status_condition(where, query.status, _now())
         if query.search:
             pattern = "%" + query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where &= Credential.label.ilike(pattern) | Credential.description.ilike(pattern)
-        rows = await (
-            Credential.select(*_COLUMNS)
-            .where(where)
-            .order_by(Credential.created_at, Credential.id, ascending=False)
-            .offset(query.skip)
-            .limit(query.limit)
-        )
-        total = await Credential.count().where(where)
+            where.add("label ILIKE {} OR description ILIKE {}", pattern, pattern)
+        rows, total = await queries.credential_page(where, skip=query.skip, limit=query.limit)
         return CredentialList(
             credentials=[to_read(row) for row in rows],
             total=total,
@@ -406,7 +395,7 @@ class CredentialService:
             raise Conflict(f"The credential expired at {row['expires_at'].isoformat()}")
         wanted = row["kv_version"] if version is None else version
         plaintext = await self._read_version(principal, request_id, row, wanted)
-        await Credential.update({Credential.last_used_at: _now()}).where(Credential.id == row["id"])
+        await queries.touch_last_used(row["id"], _now())
         return CredentialSecret(
             id=str(row["id"]),
             version=wanted,
@@ -596,11 +585,8 @@ class CredentialService:
         cid = parse_id(credential_id)
         now = _now()
         immediate = self.lifecycle.delete_retention <= timedelta(0)
-        hidden = await (
-            Credential.update({Credential.state: "deleting" if immediate else "deleted", Credential.deleted_at: now})
-            .where(_visible(principal) & (Credential.id == cid))
-            .returning(Credential.id)
-        )
+        where = _visible(principal).add("id = {}", cid)
+        hidden = await queries.hide_credential(where, "deleting" if immediate else "deleted", now)
         if not hidden:
             raise NotFound(CREDENTIAL_NOT_FOUND)
         if immediate:
@@ -653,13 +639,10 @@ class CredentialService:
 
     async def _locked(self, principal: Principal, cid: uuid.UUID) -> dict[str, Any]:
         """The visible row, locked until the surrounding transaction ends."""
-        row = await self._select(principal).where(Credential.id == cid).lock_rows().first()
+        row = await queries.credential(_visible(principal).add("id = {}", cid), lock=True)
         if row is None:
             raise NotFound(CREDENTIAL_NOT_FOUND)
         return dict(row)
-
-    def _select(self, principal: Principal) -> Select[Credential]:
-        return Credential.select(*_COLUMNS, *_INTERNAL).where(_visible(principal))
 
 
 REFRESH_ACTOR = "refresh-due"

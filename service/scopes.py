@@ -12,9 +12,7 @@ owner, admin or ``admin`` key for anyone; an API key without ``admin`` cannot ho
 
 from __future__ import annotations
 
-from piccolo.custom_types import Combinable
-
-from db.tables import Credential
+from db.queries import Where
 from service.auth import Principal
 from service.errors import Forbidden, RequestInvalid
 
@@ -24,16 +22,16 @@ SCOPES = (WORKSPACE, *USER_SCOPES)
 ALLOWED = "Input should be 'workspace', 'user' or 'workspace_member'"
 
 
-def visible_scopes(principal: Principal) -> Combinable | None:
-    """The condition on scope and owner for what ``principal`` may see (None: no restriction)."""
+def scope_condition(principal: Principal, where: Where) -> Where:
+    """Narrow ``where`` to the scopes and owners ``principal`` may see."""
     if principal.sees_every_user:
-        return None
-    shared: Combinable = Credential.credential_scope == WORKSPACE
+        return where
     if principal.is_user:
-        return shared | (
-            Credential.credential_scope.is_in(list(USER_SCOPES)) & (Credential.user_id == principal.actor_id)
+        return where.add(
+            "credential_scope = 'workspace' OR (credential_scope IN ('user', 'workspace_member') AND user_id = {})",
+            principal.actor_id,
         )
-    return shared
+    return where.add("credential_scope = 'workspace'")
 
 
 def owner_for_create(principal: Principal, scope: str, user_id: str | None) -> str | None:

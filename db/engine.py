@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,7 +43,8 @@ async def connection_pool(database_url: str, *, min_size: int, max_size: int) ->
     another database inside the first one's lifetime.
     """
     previous = db.piccolo_conf.DB
-    engine = bind(database_url)
+    # Piccolo's engine checks the server version synchronously when built: off the event loop, in a thread.
+    engine = await asyncio.to_thread(bind, database_url)
     await engine.start_connection_pool(min_size=min_size, max_size=max_size, reset=_keep_session)
     try:
         yield engine

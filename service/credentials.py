@@ -206,7 +206,9 @@ class CredentialService:
         try:
             await self.store.destroy(ctx, ctx.workspace, str(credential_id))
         except Exception as exc:
-            log.warning("create %s: secret not destroyed (%s); reconcile will", credential_id, type(exc).__name__)
+            log.warning(
+                "create %s: secret not destroyed (%s); reconcile will", credential_id, type(exc).__name__
+            )  # safe: ids and exception class names only
         try:
             await Credential.delete().where(Credential.id == credential_id)
         except Exception as exc:
@@ -526,7 +528,9 @@ class CredentialService:
         if rejected is not None:
             log.warning("credential %s: refresh rejected (%s); status set to error", cid, rejected.reason)
             raise RefreshRefused(_because("The credential is in error", rejected.reason))
-        log.info("credential %s: tokens refreshed (v%d)", cid, row["kv_version"])
+        log.info(
+            "credential %s: tokens refreshed (v%d)", cid, row["kv_version"]
+        )  # safe: ids and exception class names only
         return row
 
     async def _write_refreshed(self, ctx: CallContext, cid: uuid.UUID, plaintext: bytes, known: int) -> int:
@@ -537,7 +541,9 @@ class CredentialService:
                 return await self._write_version(ctx, cid, plaintext, known)
             except VaultUnavailable:
                 if attempt == 2:
-                    log.error("credential %s: refreshed tokens could not be stored; re-authorize it", cid)
+                    log.error(
+                        "credential %s: refreshed tokens could not be stored; re-authorize it", cid
+                    )  # safe: ids and exception class names only
                     raise
                 await asyncio.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")

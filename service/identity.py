@@ -116,7 +116,7 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             # The class name says why (InvalidAudienceError, InvalidSignatureError, ...); the message could quote
             # claims, so it stays out of the log too.
-            log.info("user token refused: %s", type(exc).__name__)
+            log.info("user token refused: %s", type(exc).__name__)  # safe: ids and exception class names only
             raise Unauthorized(INVALID_TOKEN) from None
         return self._user(claims)
 
@@ -158,7 +158,7 @@ class TokenVerifier:
     def _user(self, claims: dict[str, Any]) -> User:
         subject = claims["sub"]
         if not isinstance(subject, str) or not 0 < len(subject) <= _MAX_ID:
-            log.info("user token refused: unusable sub")
+            log.info("user token refused: unusable sub")  # safe: ids and exception class names only
             raise Unauthorized(INVALID_TOKEN)
         found: Any = claims
         for part in self._claim_path:

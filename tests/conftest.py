@@ -12,7 +12,6 @@ import contextlib
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,12 +28,11 @@ from service.devstack import (
     BaoServer,
     drop_database,
     ensure_database,
-    free_port,
     postgres_answers,
     start_bao,
     start_embedded_postgres,
 )
-from tests.helpers import CREDCTL, Caller, MakeCaller, env_for
+from tests.helpers import Caller, MakeCaller, env_for, serving
 from tests.tokens import AUDIENCE, HS256_SECRET, ISSUER, write_jwks
 from vault.bootstrap import bootstrap
 from vault.client import make_client
@@ -190,31 +188,9 @@ async def caller(make_caller: MakeCaller) -> Caller:
 
 @pytest.fixture
 def served(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [CREDCTL, "serve", "--port", str(port)],
-        env=env_for(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            process.kill()
-            pytest.fail(f"credctl serve did not become ready:\n{process.communicate()[0].decode()}")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-        process.stdout.close()
+    """A second service instance: ``credctl serve`` in a process of its own, on the session's database and Vault."""
+    with serving(env_for(settings)) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import secrets
 import shutil
+import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from service.config import Settings
 from service.devstack import BaoServer
@@ -104,3 +109,39 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+@dataclass
+class Served:
+    """A ``credctl serve`` process: its URL, and everything it printed once it has stopped."""
+
+    url: str
+    output: str = ""
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str]) -> Iterator[Served]:
+    """``credctl serve`` on a free port with ``env``, ready (``/health/ready``) when the block starts."""
+    from service.devstack import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [CREDCTL, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    served = Served(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{served.url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            process.kill()
+            raise AssertionError(f"credctl serve did not become ready:\n{process.communicate()[0].decode()}")
+        yield served
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        served.output = process.communicate(timeout=10)[0].decode()

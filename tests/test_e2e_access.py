@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +10,8 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.devstack import free_port
-from tests.helpers import new_credential
-from tests.test_cli import CREDCTL, credctl, env_for
+from tests.helpers import new_credential, serving
+from tests.test_cli import credctl, env_for
 from tests.tokens import AUDIENCE, HS256_SECRET, ISSUER, mint
 
 
@@ -27,29 +24,10 @@ def served_with_tokens(settings: Settings, jwks_file: Path) -> Iterator[tuple[st
         CREDENTIALS_JWT_ISSUER=ISSUER,
         CREDENTIALS_JWT_AUDIENCE=AUDIENCE,
     )
-    port = free_port()
-    process = subprocess.Popen(
-        [CREDCTL, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    assert process.stdout is not None
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            process.kill()
-            pytest.fail(f"credctl serve did not become ready:\n{process.communicate()[0].decode()}")
-        yield url, env
-    finally:
-        process.terminate()
-        output = process.communicate(timeout=10)[0].decode()
-        # Nothing presented by a caller reaches the server's own output.
-        assert HS256_SECRET not in output
+    with serving(env) as server:
+        yield server.url, env
+    # Nothing presented by a caller reaches the server's own output.
+    assert HS256_SECRET not in server.output
 
 
 @pytest.mark.e2e

@@ -27,10 +27,10 @@ from db.tables import Credential
 from service.auth import Principal
 from service.config import Settings
 from service.credentials import CredentialService
-from service.devstack import BaoServer, free_port
+from service.devstack import BaoServer
 from service.oauth import RefreshPolicy, TokenClient, refused_because
 from tests.conftest import running_app, settings_for
-from tests.helpers import API, CREDCTL, Caller, env_for, new_credential
+from tests.helpers import API, CREDCTL, Caller, env_for, new_credential, serving
 from vault.store import SecretStore
 
 CLIENT_ID, CLIENT_SECRET = "client-1", "client-secret-0123456789"
@@ -246,29 +246,9 @@ async def test_fifty_concurrent_reveals_of_an_expired_rotating_credential_make_o
 @pytest.fixture
 def second_instance(app: httpx.AsyncClient, settings: Settings) -> Iterator[str]:
     """``credctl serve`` in a process of its own, on the same database and Vault, allowed to call loopback."""
-    port = free_port()
     env = env_for(settings, CREDENTIALS_OAUTH_ALLOW_LOOPBACK="true", CREDENTIALS_OAUTH_PROACTIVE_INTERVAL="0")
-    process = subprocess.Popen(
-        [CREDCTL, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    assert process.stdout is not None
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            process.kill()
-            pytest.fail(f"credctl serve did not become ready:\n{process.communicate()[0].decode()}")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-        process.stdout.close()
+    with serving(env) as server:
+        yield server.url
 
 
 @pytest.mark.e2e

@@ -32,13 +32,19 @@ SQL_LIST = (
     f'SELECT {COLS} FROM "credential" WHERE {VISIBLE} '
     'ORDER BY "credential"."created_at" DESC, "credential"."id" DESC LIMIT $2 OFFSET $3'
 )
-SQL_COUNT = f'SELECT COUNT(*) FROM "credential" WHERE {VISIBLE}'
+# The service's total: exact up to 10,000 matches, the planner's estimate beyond (db/queries.py).
+EXACT_COUNT_LIMIT = 10_000
+SQL_COUNT = f'SELECT COUNT(*) FROM (SELECT 1 FROM "credential" WHERE {VISIBLE} LIMIT {EXACT_COUNT_LIMIT + 1}) AS capped'
+SQL_ESTIMATE = f'EXPLAIN (FORMAT JSON) SELECT 1 FROM "credential" WHERE {VISIBLE}'
 SEARCH = '("credential"."label" ILIKE $2 OR "credential"."description" ILIKE $2)'
 SQL_SEARCH = (
     f'SELECT {COLS} FROM "credential" WHERE {VISIBLE} AND {SEARCH} '
     'ORDER BY "credential"."created_at" DESC, "credential"."id" DESC LIMIT $3 OFFSET $4'
 )
-SQL_SEARCH_COUNT = f'SELECT COUNT(*) FROM "credential" WHERE {VISIBLE} AND {SEARCH}'
+SQL_SEARCH_COUNT = (
+    f'SELECT COUNT(*) FROM (SELECT 1 FROM "credential" WHERE {VISIBLE} AND {SEARCH} LIMIT {EXACT_COUNT_LIMIT + 1}) AS c'
+)
+SQL_SEARCH_ESTIMATE = f'EXPLAIN (FORMAT JSON) SELECT 1 FROM "credential" WHERE {VISIBLE} AND {SEARCH}'
 SQL_LOCK = f'SELECT {COLS}, "credential"."kv_version" FROM "credential" WHERE {VISIBLE} AND "credential"."id" = $2 LIMIT 1 FOR UPDATE'
 SQL_UPDATE = 'UPDATE "credential" SET "label" = $1, "updated_at" = $2 WHERE "credential"."id" = $3'
 SQL_REVEAL_ROW = f'SELECT "credential"."auth_type", "credential"."kv_version" FROM "credential" WHERE {VISIBLE} AND "credential"."id" = $2 LIMIT 1'
@@ -114,10 +120,19 @@ class Backend:
             pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             rows = await self.pool.fetch(SQL_SEARCH, WORKSPACE, pattern, limit, skip)
             total = await self.pool.fetchval(SQL_SEARCH_COUNT, WORKSPACE, pattern)
+            if total > EXACT_COUNT_LIMIT:
+                total = await self._estimate(SQL_SEARCH_ESTIMATE, WORKSPACE, pattern)
         else:
             rows = await self.pool.fetch(SQL_LIST, WORKSPACE, limit, skip)
             total = await self.pool.fetchval(SQL_COUNT, WORKSPACE)
+            if total > EXACT_COUNT_LIMIT:
+                total = await self._estimate(SQL_ESTIMATE, WORKSPACE)
         return {"credentials": [_row(r) for r in rows], "total": total, "page": skip // limit + 1, "size": limit}
+
+    async def _estimate(self, sql: str, *args: Any) -> int:
+        plan = await self.pool.fetchval(sql, *args)
+        plan = msgspec.json.decode(plan) if isinstance(plan, str | bytes) else plan
+        return max(int(plan[0]["Plan"]["Plan Rows"]), EXACT_COUNT_LIMIT + 1)
 
     async def update(self, cid: str, label: str) -> dict[str, Any]:
         key = uuid.UUID(cid)

@@ -175,7 +175,9 @@ async def load(stack: Stack, n: int, reveal_pool: int, delete_pool: int, work: P
         await conn.execute("SET maintenance_work_mem = '256MB'")
         for index in indexes:
             await conn.execute(index["indexdef"])
-    await conn.execute("ANALYZE credential")
+    # Steady state, as autovacuum leaves a table in production: statistics, and the visibility map that lets the
+    # list's count(*) answer from the index without visiting the heap.
+    await conn.execute("VACUUM (ANALYZE) credential")
     await conn.close()
     timings["rows_s"] = round(time.perf_counter() - began, 1)
 

@@ -10,6 +10,7 @@ the current Piccolo transaction. The tables, migrations and the less frequent wr
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +62,15 @@ async def credential(where: Where, *, lock: bool = False) -> dict[str, Any] | No
     return rows[0] if rows else None
 
 
-async def credential_page(where: Where, *, skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-    """A page, newest first, and the total number of rows matching."""
+async def credential_page(
+    where: Where, *, skip: int, limit: int, exact_count_limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """A page, newest first, and the total number of rows matching.
+
+    The total is exact up to ``exact_count_limit`` rows. Past it, counting every row would make each page cost
+    as much as the whole workspace (seconds at a million rows), so the planner's estimate is given instead (never
+    below the limit + 1).
+    """
     rows = await Credential.raw(
         f"SELECT {CREDENTIAL_COLUMNS} FROM credential WHERE {where.sql} "
         "ORDER BY created_at DESC, id DESC OFFSET {} LIMIT {}",
@@ -70,8 +78,21 @@ async def credential_page(where: Where, *, skip: int, limit: int) -> tuple[list[
         skip,
         limit,
     )
-    counted = await Credential.raw(f"SELECT count(*) AS n FROM credential WHERE {where.sql}", *where.args)
-    return rows, int(counted[0]["n"])
+    counted = await Credential.raw(
+        f"SELECT count(*) AS n FROM (SELECT 1 FROM credential WHERE {where.sql} LIMIT {{}}) AS capped",
+        *where.args,
+        exact_count_limit + 1,
+    )
+    total = int(counted[0]["n"])
+    if total <= exact_count_limit:
+        return rows, total
+    plan = await Credential.raw(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM credential WHERE {where.sql}", *where.args)
+    estimate = int(_json_plan(plan[0]["QUERY PLAN"])[0]["Plan"]["Plan Rows"])
+    return rows, max(estimate, exact_count_limit + 1)
+
+
+def _json_plan(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
 
 
 async def touch_last_used(credential_id: Any, when: Any) -> None:

@@ -98,6 +98,7 @@ async def secret_store(app: Litestar) -> AsyncIterator[None]:
         lifecycle = Lifecycle(
             max_versions=settings.max_versions,
             delete_retention=timedelta(seconds=settings.delete_retention_seconds),
+            exact_count_limit=settings.list_exact_count_limit,
         )
         oauth = TokenClient(RefreshPolicy.from_settings(settings))
         app.state.credential_service = CredentialService(store, lifecycle, oauth)

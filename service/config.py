@@ -95,6 +95,10 @@ class Settings:
     """``CREDENTIALS_PURGE_INTERVAL``: seconds between the service's own purges of expired deletions (0: never;
     ``credctl purge`` from cron instead)."""
 
+    list_exact_count_limit: int = 10_000
+    """``CREDENTIALS_LIST_EXACT_COUNT_LIMIT``: the list's ``total`` is exact up to this many matching credentials
+    and the planner's estimate beyond it, so a page of a huge workspace does not cost a full count."""
+
     log_level: str = "INFO"
     """``CREDENTIALS_LOG_LEVEL``: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
 
@@ -163,6 +167,8 @@ class Settings:
             raise ConfigError("set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole login")
         if self.vault_token in _PLACEHOLDER_TOKENS and not self.dev_mode:
             raise ConfigError("VAULT_TOKEN is a placeholder; set a real token or CREDENTIALS_DEV_MODE=true")
+        if self.list_exact_count_limit < 1:
+            raise ConfigError("CREDENTIALS_LIST_EXACT_COUNT_LIMIT must be >= 1")
         if self.max_versions < 1 or self.delete_retention_seconds < 0 or self.purge_interval_seconds < 0:
             raise ConfigError("CREDENTIALS_MAX_VERSIONS must be >= 1 and the retention and purge interval >= 0")
         if self.vault_workers < 1 or self.db_pool_max < 1 or self.db_pool_min > self.db_pool_max:
@@ -236,6 +242,7 @@ _ENV_NAMES = {
     "max_versions": "CREDENTIALS_MAX_VERSIONS",
     "delete_retention_seconds": "CREDENTIALS_DELETE_RETENTION",
     "purge_interval_seconds": "CREDENTIALS_PURGE_INTERVAL",
+    "list_exact_count_limit": "CREDENTIALS_LIST_EXACT_COUNT_LIMIT",
     "log_level": "CREDENTIALS_LOG_LEVEL",
     "jwt_workspaces_claim": "CREDENTIALS_JWT_WORKSPACES_CLAIM",
     "jwt_leeway_seconds": "CREDENTIALS_JWT_LEEWAY",

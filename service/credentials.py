@@ -83,6 +83,7 @@ class Lifecycle:
 
     max_versions: int = 10
     delete_retention: timedelta = timedelta(days=7)
+    exact_count_limit: int = 10_000
 
 
 def _now() -> datetime:
@@ -245,7 +246,9 @@ class CredentialService:
         if query.search:
             pattern = "%" + query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.add("label ILIKE {} OR description ILIKE {}", pattern, pattern)
-        rows, total = await queries.credential_page(where, skip=query.skip, limit=query.limit)
+        rows, total = await queries.credential_page(
+            where, skip=query.skip, limit=query.limit, exact_count_limit=self.lifecycle.exact_count_limit
+        )
         return CredentialList(
             credentials=[to_read(row) for row in rows],
             total=total,

@@ -228,3 +228,24 @@ async def test_two_callers_in_one_workspace_see_the_same_credentials(
 
     assert [c["id"] for c in listed["credentials"]] == [created["id"]]
     assert listed["credentials"][0]["created_by"] == writer.key_id
+
+
+async def test_total_is_exact_up_to_the_limit_and_estimated_beyond(
+    database_url: str, bao: BaoServer, make_caller: MakeCaller
+) -> None:
+    from tests.conftest import running_app, settings_for
+
+    async with running_app(settings_for(database_url, bao, list_exact_count_limit=3)) as small:
+        caller = await make_caller()
+        ids = [(await create(small, caller, label=f"c{i}"))["id"] for i in range(3)]
+        exact = (await small.get(API, headers=caller.headers)).json()
+        assert exact["total"] == 3
+
+        ids += [(await create(small, caller, label=f"c{i}"))["id"] for i in range(3, 5)]
+        beyond = (await small.get(API, params={"limit": 2}, headers=caller.headers)).json()
+
+        # Past the limit the total is the planner's estimate, never less than limit + 1; the page is exact.
+        assert beyond["total"] >= 4
+        assert [c["id"] for c in beyond["credentials"]] == ids[::-1][:2]
+        filtered = (await small.get(API, params={"search": "c4"}, headers=caller.headers)).json()
+        assert (filtered["total"], [c["id"] for c in filtered["credentials"]]) == (1, [ids[4]])

@@ -131,3 +131,19 @@ async def activate_credential(credential_id: Any, version: int, actor: str) -> N
         version,
         actor,
     )
+
+
+async def forget_credential(credential_id: Any) -> None:
+    """Remove a credential's row and its version records, together (once its secret is destroyed)."""
+    await Credential.raw(
+        "WITH versions AS (DELETE FROM credential_version WHERE credential_id = {}) "
+        "DELETE FROM credential WHERE id = {}",
+        credential_id,
+        credential_id,
+    )
+
+
+async def restore_credential(where: Where, when: Any) -> bool:
+    """Bring a soft-deleted credential back; False when nothing matched."""
+    sql = f"UPDATE credential SET state = 'active', deleted_at = NULL, updated_at = {{}} WHERE {where.sql} RETURNING id"
+    return bool(await Credential.raw(sql, when, *where.args))

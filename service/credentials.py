@@ -60,8 +60,6 @@ from vault.store import CallContext, SecretStore
 log = logging.getLogger("service.credentials")
 
 READ_FIELDS = tuple(CredentialRead.__struct_fields__)
-_COLUMNS = [getattr(Credential, name) for name in READ_FIELDS]
-_INTERNAL = [Credential.kv_version, Credential.state, Credential.deleted_at]
 
 # Stored statuses; "expired" is computed from expires_at and never stored.
 ACTIVE, INACTIVE, REVOKED, ERROR, EXPIRED = "active", "inactive", "revoked", "error", "expired"
@@ -471,6 +469,8 @@ class CredentialService:
                     report.skipped += 1  # disabled or deleted meanwhile
                 except (BadGateway, BackendUnavailable, VaultError) as exc:
                     report.failed.append(f"{row['id']}: {type(exc).__name__}: {exc}")
+                except Exception as exc:
+                    report.failed.append(f"{row['id']}: {type(exc).__name__}")
                 else:
                     if after["kv_version"] != row["kv_version"]:
                         report.refreshed += 1
@@ -531,9 +531,7 @@ class CredentialService:
         if rejected is not None:
             log.warning("credential %s: refresh rejected (%s); status set to error", cid, rejected.reason)
             raise RefreshRefused(_because("The credential is in error", rejected.reason))
-        log.info(
-            "credential %s: tokens refreshed (v%d)", cid, row["kv_version"]
-        )  # safe: ids and exception class names only
+        log.info("credential %s: tokens refreshed (v%d)", cid, row["kv_version"])  # safe: id and version only
         return row
 
     async def _write_refreshed(self, ctx: CallContext, cid: uuid.UUID, plaintext: bytes, known: int) -> int:
@@ -544,9 +542,7 @@ class CredentialService:
                 return await self._write_version(ctx, cid, plaintext, known)
             except VaultUnavailable:
                 if attempt == 2:
-                    log.error(
-                        "credential %s: refreshed tokens could not be stored; re-authorize it", cid
-                    )  # safe: ids and exception class names only
+                    log.error("credential %s: new tokens not stored; re-authorize it", cid)  # safe: the id only
                     raise
                 await asyncio.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
@@ -573,7 +569,9 @@ class CredentialService:
             target = {"disable": INACTIVE, "enable": ACTIVE, "revoke": REVOKED}[action]
             if action == "revoke":
                 # Destroy first: if Vault fails, nothing changes and the caller can retry.
-                versions = list(range(1, row["kv_version"] + 1))
+                # Every version KV holds, also one written above the served version by an update that failed.
+                current = await self.store.current_version(principal.workspace_id, str(cid))
+                versions = list(range(1, max(row["kv_version"], current or 0) + 1))
                 await self.store.destroy_versions(_ctx(principal, request_id), str(cid), versions)
             now = _now()
             changes: dict[Any, Any] = {
@@ -605,26 +603,23 @@ class CredentialService:
         try:
             await self.store.destroy(ctx, workspace_id, str(cid))
         except BaseException:
-            # The secret is still there: put the row back rather than lose track of it.
-            await Credential.update({Credential.state: restore_to}).where(Credential.id == cid)
+            # The secret is still there: put the row back rather than lose track of it (a row put back to 'active'
+            # is not deleted any more).
+            back: dict[Any, Any] = {Credential.state: restore_to}
+            if restore_to == "active":
+                back[Credential.deleted_at] = None
+            await Credential.update(back).where(Credential.id == cid)
             raise
-        await CredentialVersion.delete().where(CredentialVersion.credential_id == cid)
-        await Credential.delete().where(Credential.id == cid)
+        await queries.forget_credential(cid)
 
     async def restore(self, principal: Principal, credential_id: str) -> dict[str, Any]:
         """Bring back a deleted credential within the retention window."""
         cid = parse_id(credential_id)
-        window_start = _now() - self.lifecycle.delete_retention
-        restored = await (
-            Credential.update({Credential.state: "active", Credential.deleted_at: None, Credential.updated_at: _now()})
-            .where(
-                (Credential.workspace_id == principal.workspace_id)
-                & (Credential.id == cid)
-                & (Credential.state == "deleted")
-                & (Credential.deleted_at > window_start)
-            )
-            .returning(Credential.id)
-        )
+        now = _now()
+        # The same visibility as every other operation (workspace and scope), on deleted rows inside the window.
+        where = scope_condition(principal, queries.Where().add("workspace_id = {}", principal.workspace_id))
+        where.add("id = {}", cid).add("state = 'deleted'").add("deleted_at > {}", now - self.lifecycle.delete_retention)
+        restored = await queries.restore_credential(where, now)
         if not restored:
             raise NotFound(CREDENTIAL_NOT_FOUND)
         return await self.get(principal, credential_id)
@@ -638,11 +633,17 @@ class CredentialService:
             .returning(Credential.id, Credential.workspace_id)
         )
         run = f"purge-{uuid.uuid4().hex}"
+        purged = 0
         for row in due:
             # Audited as the purge, in the credential's workspace.
             ctx = CallContext(request_id=run, actor="purge", workspace=row["workspace_id"])
-            await self._destroy(ctx, row["workspace_id"], row["id"], restore_to="deleted")
-        return len(due)
+            try:
+                await self._destroy(ctx, row["workspace_id"], row["id"], restore_to="deleted")
+            except Exception as exc:
+                log.warning("purge of %s failed (%s); retried at the next purge", row["id"], type(exc).__name__)
+            else:
+                purged += 1
+        return purged
 
     # -- helpers -----------------------------------------------------------------------------------------------
 

@@ -97,6 +97,9 @@ DATABASE_UNAVAILABLE = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,  # the server's max_connections is reached
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a failover left us on a standby
+    asyncpg.exceptions.QueryCanceledError,  # statement timeout or an operator's cancel
 )
 
 # msgspec's messages, turned into the (msg, type) pairs FastAPI clients know from pydantic.

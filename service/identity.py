@@ -113,7 +113,8 @@ class TokenVerifier:
             claims = self._decode(token)
         except jwt.ExpiredSignatureError:
             raise Unauthorized(EXPIRED_TOKEN) from None
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
+            # PyJWTError, not only InvalidTokenError: a key PyJWT refuses (e.g. too short) must also be a 401.
             # The class name says why (InvalidAudienceError, InvalidSignatureError, ...); the message could quote
             # claims, so it stays out of the log too.
             log.info("user token refused: %s", type(exc).__name__)  # safe: ids and exception class names only

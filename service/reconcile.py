@@ -16,8 +16,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote
 
-from db.tables import Credential, CredentialVersion
+from db import queries
+from db.tables import Credential
 from vault.store import WORKSPACES_PREFIX, CallContext, SecretStore
 
 
@@ -38,16 +41,16 @@ async def reconcile(
     cutoff = datetime.now(UTC) - grace
     verb = "" if apply else "would "
 
+    # Soft-deleted ('deleted') rows are restorable until the purge ends them: never the reconciler's.
     stuck = await Credential.select(Credential.id, Credential.workspace_id, Credential.state).where(
-        (Credential.state != "active") & (Credential.updated_at < cutoff)
+        Credential.state.is_in(["pending", "deleting"]) & (Credential.updated_at < cutoff)
     )
     for row in stuck:
         cid, wid = str(row["id"]), row["workspace_id"]
         report.actions.append(f"{verb}remove {row['state']} credential {cid} (workspace {wid}) and destroy its secret")
         if apply:
             await store.destroy(None, wid, cid)
-            await CredentialVersion.delete().where(CredentialVersion.credential_id == row["id"])
-            await Credential.delete().where(Credential.id == row["id"])
+            await queries.forget_credential(row["id"])
         progress(cid)
 
     rows = {
@@ -58,7 +61,8 @@ async def reconcile(
     }
     seen: set[str] = set()
     for folder in await store.list_keys(WORKSPACES_PREFIX):
-        workspace_id = folder.rstrip("/")
+        # Listed names come back as stored, i.e. percent-encoded by secret_path(); the store encodes again.
+        workspace_id = unquote(folder.rstrip("/"))
         for cid in await store.list_keys(f"{WORKSPACES_PREFIX}/{folder}credentials"):
             seen.add(cid)
             progress(cid)
@@ -73,26 +77,45 @@ async def reconcile(
                     if apply:
                         await store.destroy(None, workspace_id, cid)
                 continue
-            row = owner
-            current = int(metadata["current_version"])
-            known = metadata.get("versions") or {}
-            versions = [
-                v
-                for v in range(row["kv_version"] + 1, current + 1)
-                if not known.get(str(v), {}).get("destroyed", False)
-            ]
-            if row["state"] == "active" and versions and row["updated_at"] < cutoff:
-                report.actions.append(f"{verb}destroy unserved versions {versions} of {cid}")
-                if apply:
-                    ctx = CallContext(
-                        request_id=f"reconcile-{uuid.uuid4().hex}", actor="reconcile", workspace=workspace_id
-                    )
-                    await store.destroy_versions(ctx, cid, versions)
+            if owner["state"] != "active":
+                continue
+            unserved = _unserved_versions(metadata, owner["kv_version"], cutoff)
+            if not unserved:
+                continue
+            report.actions.append(f"{verb}destroy unserved versions {unserved} of {cid}")
+            if apply:
+                await _destroy_unserved(store, workspace_id, cid, unserved)
 
     for cid, row in rows.items():
         if row["state"] == "active" and row["kv_version"] > 0 and cid not in seen:
             report.problems.append(f"credential {cid} (workspace {row['workspace_id']}) has no secret in Vault")
     return report
+
+
+def _unserved_versions(metadata: dict[str, Any], served: int, cutoff: datetime) -> list[int]:
+    """KV versions above the one the row serves, older than the grace period, not yet destroyed."""
+    versions = metadata.get("versions") or {}
+    found = []
+    for number in range(served + 1, int(metadata["current_version"]) + 1):
+        version = versions.get(str(number)) or {}
+        created = version.get("created_time")
+        if version.get("destroyed") or not created:
+            continue
+        if datetime.fromisoformat(str(created).replace("Z", "+00:00")) < cutoff:
+            found.append(number)
+    return found
+
+
+async def _destroy_unserved(store: SecretStore, workspace_id: str, cid: str, versions: list[int]) -> None:
+    """Under the row lock the API's writers take, so an update committing one of these versions is not undercut."""
+    async with Credential._meta.db.transaction():
+        row = await queries.credential(queries.Where().add("id = {}", uuid.UUID(cid)), lock=True)
+        if row is None or row["state"] != "active":
+            return
+        still_unserved = [v for v in versions if v > row["kv_version"]]
+        if still_unserved:
+            ctx = CallContext(request_id=f"reconcile-{uuid.uuid4().hex}", actor="reconcile", workspace=workspace_id)
+            await store.destroy_versions(ctx, cid, still_unserved)
 
 
 def _is_uuid(value: str) -> bool:

@@ -155,11 +155,6 @@ def validate(auth_type: AuthType, credentials: dict[str, Any]) -> bytes:
         field = F.get(name)
         if field is not None and (name in REQUIRED[auth_type] or name in OPTIONAL):
             _check_field(auth_type, field, value)
-    plaintext = msgspec.json.encode(credentials)
-    if len(plaintext) > MAX_SECRET_BYTES:
-        raise _error(
-            None, f"credentials must be at most {MAX_SECRET_BYTES} bytes as JSON, got {len(plaintext)}", "too_long"
-        )
     return plaintext
 
 

@@ -483,3 +483,36 @@ async def test_credctl_purge_destroys_only_what_is_past_the_window(
     with pytest.raises(hvac.exceptions.InvalidPath):
         kv.read_secret_metadata(path=path, mount_point="credentials")
     assert (await client.post(f"{API}/{created['id']}/restore", headers=caller.headers)).status_code == 404
+
+
+async def test_restore_respects_credential_scope(client: httpx.AsyncClient, make_caller: MakeCaller) -> None:
+    admin = await make_caller(permissions=("read", "write", "reveal", "admin"))
+    plain = await make_caller(admin.workspace, ("read", "write"))
+    created = await create(client, admin, credential_scope="user", user_id="usr_someone")
+    await client.delete(f"{API}/{created['id']}", headers=admin.headers)
+
+    refused = await client.post(f"{API}/{created['id']}/restore", headers=plain.headers)
+    assert (refused.status_code, refused.json()) == (404, {"detail": "Credential not found"})
+    assert (await client.post(f"{API}/{created['id']}/restore", headers=admin.headers)).status_code == 200
+
+
+async def test_revoke_destroys_a_version_written_above_the_served_one(
+    client: httpx.AsyncClient, caller: Caller, bao: BaoServer, settings: Settings
+) -> None:
+    from vault.store import CallContext, SecretStore
+
+    created = await create(client, caller)
+    store = SecretStore.connect(settings.vault_addr, settings.vault_token or "", workers=1, timeout=5)
+    try:
+        ctx = CallContext(request_id="test", actor=caller.key_id, workspace=caller.workspace)
+        # An update that reached Vault but never Postgres: version 2 exists, the row still serves 1.
+        await store.update(ctx, created["id"], b'{"api_key":"unserved"}', expected_version=1)
+    finally:
+        store.close()
+
+    assert (await client.post(f"{API}/{created['id']}/revoke", headers=caller.headers)).status_code == 200
+
+    versions = hvac.Client(url=bao.addr, token=bao.token).secrets.kv.v2.read_secret_metadata(
+        path=secret_path(caller.workspace, created["id"]), mount_point="credentials"
+    )["data"]["versions"]
+    assert {number: v["destroyed"] for number, v in versions.items()} == {"1": True, "2": True}

@@ -62,14 +62,15 @@ async def test_reconcile_dry_run_reports_then_apply_repairs(
     assert sorted(dry.actions) == sorted([
         f"would remove pending credential {pending['id']} (workspace {caller.workspace}) and destroy its secret",
         f"would remove deleting credential {deleting['id']} (workspace {caller.workspace}) and destroy its secret",
-        f"would destroy unserved versions [2] of {ahead['id']}",
     ])  # fmt: skip
-    # Nothing changed yet; the orphan and the in-flight create are younger than the grace period.
+    # Nothing changed yet; the orphan, the unserved version (judged by its own age in KV, not the row's) and the
+    # in-flight create are younger than the grace period.
     assert await Credential.count().where(Credential.workspace_id == caller.workspace) == 5
 
     applied = await reconcile(store, apply=True, grace=timedelta(seconds=0))
 
     assert f"destroy orphaned secret {caller.workspace}/{orphan} (no database row)" in applied.actions
+    assert f"destroy unserved versions [2] of {ahead['id']}" in applied.actions
     assert f"remove pending credential {in_flight['id']} (workspace {caller.workspace}) and destroy its secret" in (
         applied.actions
     )
@@ -99,3 +100,18 @@ async def test_reconcile_reports_an_active_credential_whose_secret_is_gone(
     assert report.actions == []
     # The credential stays: nothing can restore it, and deleting it silently would hide the loss.
     assert (await client.get(f"{API}/{created['id']}", headers=caller.headers)).status_code == 200
+
+
+async def test_reconcile_leaves_soft_deleted_credentials_to_the_purge(
+    client: httpx.AsyncClient, caller: Caller, store: SecretStore, bao: BaoServer
+) -> None:
+    created = (await client.post(API, json=new_credential(), headers=caller.headers)).json()
+    await Credential.update({Credential.updated_at: LONG_AGO}).where(Credential.id == created["id"])
+    assert (await client.delete(f"{API}/{created['id']}", headers=caller.headers)).status_code == 200
+
+    report = await reconcile(store, apply=True, grace=timedelta(seconds=0))
+
+    # (Other tests' KV entries, whose rows were cleaned up, are orphans here and may be destroyed.)
+    assert [action for action in report.actions if created["id"] in action] == []
+    assert (await client.post(f"{API}/{created['id']}/restore", headers=caller.headers)).status_code == 200
+    assert kv(bao).read_secret_metadata(path=secret_path(caller.workspace, created["id"]), mount_point="credentials")

@@ -272,6 +272,23 @@ class CredentialService:
             if value is not msgspec.UNSET and value is not None:
                 changes[getattr(Credential, name)] = value
         new_secret: dict[str, Any] | None = None if data.credentials in (msgspec.UNSET, None) else data.credentials
+        plaintext = b""
+        if new_secret is not None:
+            # Checked before taking the row lock (a DNS lookup for the egress rule can take seconds); auth_type
+            # never changes after create, so the unlocked read is enough.
+            seen = await self.get(principal, credential_id)
+            auth_type = AuthType(seen["auth_type"])
+            plaintext = secret_types.validate(auth_type, new_secret)
+            await self._check_egress(auth_type, new_secret)
+            if any(secret_types.MASK in str(v) for v in new_secret.values()) and seen["status"] != REVOKED:
+                current = await self._read_secret(principal, request_id, seen, seen["kv_version"])
+                sent_back = secret_types.masked_fields_sent_back(auth_type, current, new_secret)
+                if sent_back:
+                    raise RequestInvalid.at(
+                        ["body", "credentials", sent_back[0]],
+                        "This is the masked value; send the real secret or leave the field out",
+                        "masked_value",
+                    )
 
         async with Credential._meta.db.transaction():
             row = await self._locked(principal, cid)
@@ -283,19 +300,7 @@ class CredentialService:
                 check_scope(principal, data.credential_scope, row["user_id"])
             if not changes and new_secret is None:
                 return row
-            auth_type = AuthType(row["auth_type"])
             if new_secret is not None:
-                plaintext = secret_types.validate(auth_type, new_secret)
-                await self._check_egress(auth_type, new_secret)
-                if any(secret_types.MASK in str(v) for v in new_secret.values()):
-                    current = await self._read_secret(principal, request_id, row, row["kv_version"])
-                    sent_back = secret_types.masked_fields_sent_back(auth_type, current, new_secret)
-                    if sent_back:
-                        raise RequestInvalid.at(
-                            ["body", "credentials", sent_back[0]],
-                            "This is the masked value; send the real secret or leave the field out",
-                            "masked_value",
-                        )
                 if Credential.expires_at not in changes and "expires_at" in new_secret:
                     changes[Credential.expires_at] = secret_types.expires_at_of(new_secret)
                 version = await self._write_version(_ctx(principal, request_id), cid, plaintext, row["kv_version"])

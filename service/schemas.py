@@ -21,6 +21,16 @@ class ReadSchema(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Base of responses: immutable once built (a separate base: msgspec cannot freeze a subclass of a mutable one)."""
 
 
+def _masked_repr(struct: msgspec.Struct) -> str:
+    """A body's repr with its secret replaced, so a stray log line or traceback shows ``'***'``."""
+    parts = []
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        hidden = name == "credentials" and value is not None and value is not msgspec.UNSET
+        parts.append(f"{name}={'***' if hidden else repr(value)}")
+    return f"{type(struct).__name__}({', '.join(parts)})"
+
+
 class AuthType(enum.StrEnum):
     """How the stored secret authenticates against the third party."""
 
@@ -84,6 +94,9 @@ SecretData = Annotated[
 class CredentialCreate(Schema, kw_only=True):
     """Schema for creating a new credential."""
 
+    def __repr__(self) -> str:
+        return _masked_repr(self)
+
     label: Label
     auth_type: AuthType
     credential_scope: Scope
@@ -98,6 +111,9 @@ class CredentialCreate(Schema, kw_only=True):
 
 class CredentialUpdate(Schema, kw_only=True):
     """Schema for updating an existing credential. Only the fields sent are changed; null leaves a field as is."""
+
+    def __repr__(self) -> str:
+        return _masked_repr(self)
 
     label: Label | msgspec.UnsetType | None = msgspec.UNSET
     description: Description | msgspec.UnsetType | None = msgspec.UNSET
@@ -175,6 +191,9 @@ class CredentialDeleted(ReadSchema, frozen=True, kw_only=True):
 
 class CredentialSecret(ReadSchema, frozen=True, kw_only=True):
     """The decrypted secret of one credential (``POST /credentials/{id}/reveal``)."""
+
+    def __repr__(self) -> str:
+        return _masked_repr(self)
 
     id: str
     version: int

@@ -57,3 +57,20 @@ def test_approle_secrets_can_come_from_files(tmp_path: Path) -> None:
 
 def test_secrets_are_not_in_the_settings_repr() -> None:
     assert "s.real" not in repr(Settings.from_env(BASE))
+
+
+def test_bodies_carrying_a_secret_never_show_it_in_their_repr() -> None:
+    import msgspec
+
+    from service.schemas import AuthType, CredentialCreate, CredentialSecret, CredentialUpdate
+
+    body = b'{"label":"x","auth_type":"api_key","credential_scope":"workspace","credentials":{"api_key":"sk_hidden"}}'
+    created = msgspec.json.decode(body, type=CredentialCreate)
+    updated = CredentialUpdate(label="y", credentials={"api_key": "sk_hidden"})
+    revealed = CredentialSecret(id="1", version=1, auth_type=AuthType.api_key, credentials={"api_key": "sk_hidden"})
+
+    for value in (created, updated, revealed):
+        assert "sk_hidden" not in repr(value)
+        assert "sk_hidden" not in f"{value}"
+        assert "credentials=***" in repr(value)
+    assert repr(CredentialUpdate(label="y")).endswith("credentials=UNSET, expires_at=UNSET)")

@@ -58,11 +58,11 @@ SQL_INSERT = (
     f'({", ".join(f"${i + 1}" for i in range(len(INSERT_COLUMNS)))}) RETURNING "id"'
 )
 SQL_ACTIVATE = 'UPDATE "credential" SET "state" = \'active\', "kv_version" = $1 WHERE "credential"."id" = $2'
+# The service's delete is soft (issue 6): the row is hidden at once and the purge destroys the secret later.
 SQL_HIDE = (
-    'UPDATE "credential" SET "state" = \'deleting\', "updated_at" = $3 '
+    'UPDATE "credential" SET "state" = \'deleted\', "deleted_at" = $3, "updated_at" = $3 '
     f'WHERE {VISIBLE} AND "credential"."id" = $2 RETURNING "credential"."id"'
 )
-SQL_DELETE = 'DELETE FROM "credential" WHERE "credential"."id" = $1'
 
 
 def _row(record: asyncpg.Record) -> dict[str, Any]:
@@ -191,6 +191,4 @@ class Backend:
         hidden = await self.pool.fetch(SQL_HIDE, WORKSPACE, key, _now())
         if not hidden:
             raise NotFound
-        await self.store.destroy(self.ctx(), WORKSPACE, cid)
-        await self.pool.execute(SQL_DELETE, key)
         return {"id": cid, "deleted": True}

@@ -166,7 +166,7 @@ class TokenVerifier:
             found = found.get(part) if isinstance(found, dict) else None
         workspaces = parse_workspaces(found)
         if workspaces is None:
-            log.info("user token refused: malformed workspaces claim")
+            log.info("user token refused: malformed workspaces claim")  # safe: fixed text
             raise Unauthorized(INVALID_TOKEN)
         email = claims.get("email")
         metadata = claims.get("user_metadata")

@@ -242,7 +242,9 @@ class TokenClient:
                 if auth_type is AuthType.oauth_token_refresh_rotation and tokens.refresh_token is None:
                     raise RefreshRejected("the provider returned no new refresh_token for a rotating credential")
                 return tokens
-            log.warning("token refresh attempt %d/%d failed: %s", attempt, policy.max_attempts, problem)
+            log.warning(
+                "token refresh attempt %d/%d failed: %s", attempt, policy.max_attempts, problem
+            )  # safe: fixed texts
             if attempt < policy.max_attempts:
                 await asyncio.sleep(min(policy.backoff * 2 ** (attempt - 1), 5.0) * random.uniform(0.5, 1.5))  # noqa: S311
         raise BadGateway(f"Token refresh failed after {policy.max_attempts} attempt(s): {problem}")

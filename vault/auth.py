@@ -88,7 +88,7 @@ class TokenManager:
             try:
                 self.client.auth.token.lookup_self()
             except hvac.exceptions.Forbidden:
-                log.warning("the Vault token was refused (expired or revoked); logging in again")
+                log.warning("the Vault token was refused (expired or revoked); logging in again")  # safe: fixed text
                 self._login()
                 return True
             return False  # the token is alive: the 403 is the policy's answer
@@ -138,7 +138,7 @@ class TokenManager:
                     return  # the current token still works: keep using it, and try again after the backoff
                 raise
         elif expired:
-            log.error("the static Vault token has expired; give the service a new VAULT_TOKEN (or use AppRole)")
+            log.error("the static Vault token expired; set a new VAULT_TOKEN or use AppRole")  # safe: fixed text
             self._renew_at = None  # nothing more can be done: calls get 403
         else:
             self._renew_at = self._expires_at  # not renewable any more: look again when it expires, to say so
@@ -149,16 +149,16 @@ class TokenManager:
         try:
             auth = self.client.auth.token.renew_self(increment=f"{increment}s")["auth"]
         except (hvac.exceptions.VaultError, requests.RequestException) as exc:
-            log.warning("renewing the Vault token failed (%s); %s", type(exc).__name__, self._fallback())
+            log.warning("renewing the Vault token failed (%s); %s", type(exc).__name__, self._fallback())  # safe: class
             return False
         granted = int(auth["lease_duration"])
         if granted < increment:
             # Capped by token_max_ttl: the next renewal would extend it even less, so use what is left to log in.
-            log.info("the Vault token reached its max TTL (%ss left); %s", granted, self._fallback())
+            log.info("the Vault token reached its max TTL (%ss left); %s", granted, self._fallback())  # safe: TTL
             self._expires_at = self._clock() + granted
             return False
         self._schedule(increment, bool(auth["renewable"]))
-        log.debug("renewed the Vault token for %ss", granted)
+        log.debug("renewed the Vault token for %ss", granted)  # safe: the TTL only
         return True
 
     def _fallback(self) -> str:
@@ -222,7 +222,7 @@ class AppRoleTokenManager(TokenManager):
         auth = response["auth"]
         self.client.token = auth["client_token"]
         self._schedule(int(auth["lease_duration"]), bool(auth["renewable"]))
-        log.info("logged in to Vault with AppRole (token TTL %ss)", auth["lease_duration"])
+        log.info("logged in to Vault with AppRole (token TTL %ss)", auth["lease_duration"])  # safe: the TTL only
 
     @staticmethod
     def _login_error(exc: Exception) -> VaultError:

@@ -158,7 +158,7 @@ class SecretStore:
             try:
                 await asyncio.get_running_loop().run_in_executor(self._executor, translated(self._auth.ensure_fresh))
             except VaultError as exc:
-                log.warning("keeping the Vault token fresh failed: %s: %s", type(exc).__name__, exc)
+                log.warning("keeping the Vault token fresh failed: %s", type(exc).__name__)  # safe: class name
                 await asyncio.sleep(1.0)
 
     # -- the operations the credential data path uses ---------------------------------------------------------

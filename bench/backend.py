@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from vault.secret import Secret
 from vault.store import CallContext, SecretStore
 
 WORKSPACE = "bench"
@@ -157,11 +158,11 @@ class Backend:
             "id": cid,
             "version": record["kv_version"],
             "auth_type": record["auth_type"],
-            "credentials": msgspec.json.decode(plaintext),
+            "credentials": msgspec.json.decode(plaintext.reveal()),
         }
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        plaintext = msgspec.json.encode(body["credentials"])
+        plaintext = Secret(msgspec.json.encode(body["credentials"]))
         cid = uuid.uuid4()
         now = _now()
         row = {

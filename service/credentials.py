@@ -55,6 +55,7 @@ from service.schemas import (
 )
 from service.scopes import check_scope, owner_for_create, scope_condition
 from vault.errors import SecretNotFound, VaultError, VaultUnavailable, VersionConflict
+from vault.secret import Secret
 from vault.store import CallContext, SecretStore
 
 log = logging.getLogger("service.credentials")
@@ -272,7 +273,7 @@ class CredentialService:
             if value is not msgspec.UNSET and value is not None:
                 changes[getattr(Credential, name)] = value
         new_secret: dict[str, Any] | None = None if data.credentials in (msgspec.UNSET, None) else data.credentials
-        plaintext = b""
+        plaintext = Secret(b"")
         if new_secret is not None:
             # Checked before taking the row lock (a DNS lookup for the egress rule can take seconds); auth_type
             # never changes after create, so the unlocked read is enough.
@@ -317,7 +318,7 @@ class CredentialService:
         row.update({column._meta.name: value for column, value in changes.items()})
         return row
 
-    async def _write_version(self, ctx: CallContext, cid: uuid.UUID, plaintext: bytes, known: int) -> int:
+    async def _write_version(self, ctx: CallContext, cid: uuid.UUID, plaintext: Secret, known: int) -> int:
         """Write a new KV version on top of ``known``, the version Postgres serves.
 
         KV can be ahead of Postgres when an earlier update wrote Vault but failed to commit the row: those
@@ -408,10 +409,10 @@ class CredentialService:
             id=str(row["id"]),
             version=wanted,
             auth_type=AuthType(row["auth_type"]),
-            credentials=msgspec.json.decode(plaintext),
+            credentials=msgspec.json.decode(plaintext.reveal()),
         )
 
-    async def _read_version(self, principal: Principal, request_id: str, row: dict[str, Any], version: int) -> bytes:
+    async def _read_version(self, principal: Principal, request_id: str, row: dict[str, Any], version: int) -> Secret:
         """One version's plaintext: 404 for a version this credential never had, 410 for one destroyed."""
         if not 1 <= version <= row["kv_version"]:
             raise NotFound(f"Version {version} not found")
@@ -426,7 +427,7 @@ class CredentialService:
         self, principal: Principal, request_id: str, row: dict[str, Any], version: int
     ) -> dict[str, Any]:
         plaintext = await self._read_version(principal, request_id, row, version)
-        decoded: dict[str, Any] = msgspec.json.decode(plaintext)
+        decoded: dict[str, Any] = msgspec.json.decode(plaintext.reveal())
         return decoded
 
     # -- OAuth refresh -----------------------------------------------------------------------------------------
@@ -526,7 +527,7 @@ class CredentialService:
                     Credential.updated_at: now,
                 }
             else:
-                plaintext = msgspec.json.encode(tokens.merged_into(secret))
+                plaintext = Secret(msgspec.json.encode(tokens.merged_into(secret)))
                 version = await self._write_refreshed(_ctx(principal, request_id), cid, plaintext, row["kv_version"])
                 await self._record_version(cid, version, principal, "refresh")
                 changes = {Credential.kv_version: version, Credential.expires_at: tokens.expires_at}
@@ -539,7 +540,7 @@ class CredentialService:
         log.info("credential %s: tokens refreshed (v%d)", cid, row["kv_version"])  # safe: id and version only
         return row
 
-    async def _write_refreshed(self, ctx: CallContext, cid: uuid.UUID, plaintext: bytes, known: int) -> int:
+    async def _write_refreshed(self, ctx: CallContext, cid: uuid.UUID, plaintext: Secret, known: int) -> int:
         """Store refreshed tokens. The provider may already have invalidated the old refresh token, so a Vault
         hiccup here gets a few more tries before the new one is lost."""
         for attempt in range(3):

@@ -17,6 +17,7 @@ import msgspec
 
 from service.errors import RequestInvalid
 from service.schemas import AuthType
+from vault.secret import Secret
 
 MAX_SECRET_BYTES = 64 * 1024
 MAX_DEPTH = 8
@@ -138,8 +139,8 @@ def _check_field(auth_type: AuthType, field: Field, value: Any) -> None:
         raise _error(field.name, "Input should be 'client_secret_basic' or 'client_secret_post'", "enum")
 
 
-def validate(auth_type: AuthType, credentials: dict[str, Any]) -> bytes:
-    """Check ``credentials`` against ``auth_type`` and the limits; returns the JSON bytes Vault will encrypt."""
+def validate(auth_type: AuthType, credentials: dict[str, Any]) -> Secret:
+    """Check ``credentials`` against ``auth_type`` and the limits; returns the JSON Vault will encrypt."""
     if not credentials:
         raise _error(None, "credentials must not be empty", "value_error")
     plaintext = msgspec.json.encode(credentials)
@@ -155,7 +156,7 @@ def validate(auth_type: AuthType, credentials: dict[str, Any]) -> bytes:
         field = F.get(name)
         if field is not None and (name in REQUIRED[auth_type] or name in OPTIONAL):
             _check_field(auth_type, field, value)
-    return plaintext
+    return Secret(plaintext)
 
 
 def expires_at_of(credentials: dict[str, Any]) -> datetime | None:

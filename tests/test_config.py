@@ -74,3 +74,15 @@ def test_bodies_carrying_a_secret_never_show_it_in_their_repr() -> None:
         assert "sk_hidden" not in f"{value}"
         assert "credentials=***" in repr(value)
     assert repr(CredentialUpdate(label="y")).endswith("credentials=UNSET, expires_at=UNSET)")
+
+
+def test_a_secret_never_prints_its_bytes() -> None:
+    from vault.secret import Secret
+
+    secret = Secret(b"sk_live_plaintext")
+
+    assert repr(secret) == str(secret) == f"{secret}" == "Secret('***')"
+    assert "sk_live" not in repr([secret, {"k": secret}])
+    assert secret.reveal() == b"sk_live_plaintext"
+    assert secret == Secret(b"sk_live_plaintext")
+    assert secret != b"sk_live_plaintext"

@@ -16,6 +16,7 @@ from service.config import Settings
 from service.devstack import BaoServer
 from tests.conftest import running_app, settings_for
 from tests.helpers import API, CREDCTL, Caller, MakeCaller, env_for, new_credential, valid_secret
+from vault.secret import Secret
 from vault.store import secret_path
 
 
@@ -506,7 +507,7 @@ async def test_revoke_destroys_a_version_written_above_the_served_one(
     try:
         ctx = CallContext(request_id="test", actor=caller.key_id, workspace=caller.workspace)
         # An update that reached Vault but never Postgres: version 2 exists, the row still serves 1.
-        await store.update(ctx, created["id"], b'{"api_key":"unserved"}', expected_version=1)
+        await store.update(ctx, created["id"], Secret(b'{"api_key":"unserved"}'), expected_version=1)
     finally:
         store.close()
 

@@ -15,6 +15,7 @@ from service.config import Settings
 from service.devstack import BaoServer
 from service.reconcile import reconcile
 from tests.helpers import API, Caller, new_credential
+from vault.secret import Secret
 from vault.store import CallContext, SecretStore, secret_path
 
 LONG_AGO = datetime.now(UTC) - timedelta(hours=1)
@@ -47,10 +48,10 @@ async def test_reconcile_dry_run_reports_then_apply_repairs(
     )
     # 3. A secret whose row is gone.
     orphan = str(uuid.uuid4())
-    await store.create(ctx, orphan, b'{"k":"v"}', custom_metadata={"workspace_id": caller.workspace})
+    await store.create(ctx, orphan, Secret(b'{"k":"v"}'), custom_metadata={"workspace_id": caller.workspace})
     # 4. An update that wrote Vault but not Postgres.
     ahead = (await client.post(API, json=new_credential(), headers=caller.headers)).json()
-    await store.update(ctx, ahead["id"], b'{"k":"unserved"}', expected_version=1)
+    await store.update(ctx, ahead["id"], Secret(b'{"k":"unserved"}'), expected_version=1)
     await Credential.update({Credential.updated_at: LONG_AGO}).where(Credential.id == ahead["id"])
     # 5. A healthy credential, and a fresh pending one (a create in flight): both left alone.
     healthy = (await client.post(API, json=new_credential(), headers=caller.headers)).json()

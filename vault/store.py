@@ -22,6 +22,7 @@ import hvac
 from vault.auth import AppRoleTokenManager, TokenInfo, TokenManager
 from vault.client import ACTOR_HEADER, REQUEST_ID_HEADER, WORKSPACE_HEADER, audit_headers, make_client
 from vault.errors import VaultError, VaultRequestRejected, translated
+from vault.secret import Secret
 
 T = TypeVar("T")
 
@@ -167,7 +168,7 @@ class SecretStore:
         self,
         ctx: CallContext,
         credential_id: str,
-        plaintext: bytes,
+        plaintext: Secret,
         custom_metadata: dict[str, str],
         max_versions: int = 10,
     ) -> StoredSecret:
@@ -191,7 +192,7 @@ class SecretStore:
 
         return StoredSecret(path=path, version=await self._run(ctx, write))
 
-    async def update(self, ctx: CallContext, credential_id: str, plaintext: bytes, expected_version: int) -> int:
+    async def update(self, ctx: CallContext, credential_id: str, plaintext: Secret, expected_version: int) -> int:
         """Store a new version if the current one is ``expected_version`` (else ``VersionConflict``)."""
         ciphertext = await self._encrypt(ctx, credential_id, plaintext)
         return await self.write_ciphertext(ctx, credential_id, ciphertext, expected_version)
@@ -245,18 +246,18 @@ class SecretStore:
 
         return await self._run(ctx, rewrap)
 
-    async def read(self, ctx: CallContext, credential_id: str, version: int) -> bytes:
+    async def read(self, ctx: CallContext, credential_id: str, version: int) -> Secret:
         """The decrypted plaintext of one version."""
         ciphertext = await self.read_ciphertext(ctx, credential_id, version)
 
-        def decrypt() -> bytes:
+        def decrypt() -> Secret:
             response = self._client.secrets.transit.decrypt_data(
                 name=self.transit_key,
                 ciphertext=ciphertext,
                 context=derivation_context(ctx.workspace, credential_id),
                 mount_point=self.transit_mount,
             )
-            return base64.b64decode(response["data"]["plaintext"])
+            return Secret(base64.b64decode(response["data"]["plaintext"]))
 
         return await self._run(ctx, decrypt)
 
@@ -323,11 +324,11 @@ class SecretStore:
         except VaultError:
             return False
 
-    async def _encrypt(self, ctx: CallContext, credential_id: str, plaintext: bytes) -> str:
+    async def _encrypt(self, ctx: CallContext, credential_id: str, plaintext: Secret) -> str:
         def encrypt() -> str:
             response = self._client.secrets.transit.encrypt_data(
                 name=self.transit_key,
-                plaintext=base64.b64encode(plaintext).decode(),
+                plaintext=base64.b64encode(plaintext.reveal()).decode(),
                 context=derivation_context(ctx.workspace, credential_id),
                 mount_point=self.transit_mount,
             )

@@ -315,7 +315,7 @@ class CredentialService:
                     changes[Credential.status_changed_by] = principal.actor_id
             changes[Credential.updated_at] = _now()
             await Credential.update(changes).where(Credential.id == cid)
-        row.update({column._meta.name: value for column, value in changes.items()})
+        _apply(row, changes)
         return row
 
     async def _write_version(self, ctx: CallContext, cid: uuid.UUID, plaintext: Secret, known: int) -> int:
@@ -382,7 +382,7 @@ class CredentialService:
             await self._record_version(cid, new_version, principal, "restore", restored_from=version)
             changes: dict[Any, Any] = {Credential.kv_version: new_version, Credential.updated_at: _now()}
             await Credential.update(changes).where(Credential.id == cid)
-        row.update({column._meta.name: value for column, value in changes.items()})
+        _apply(row, changes)
         return row
 
     # -- reveal ------------------------------------------------------------------------------------------------
@@ -392,12 +392,7 @@ class CredentialService:
     ) -> CredentialSecret:
         row = await self.get(principal, credential_id)
         status = computed_status(row)
-        if status == INACTIVE:
-            raise Conflict(_because("The credential is disabled", row["status_reason"]))
-        if status == REVOKED:
-            raise Conflict(_because("The credential is revoked", row["status_reason"]))
-        if status == ERROR:
-            raise Conflict(_because("The credential is in error", row["status_reason"]))
+        _refuse_unusable(row)
         if AuthType(row["auth_type"]) in secret_types.REFRESHABLE and _due(row, self.oauth.policy.skew):
             row = await self._refresh_once(principal, request_id, row, force=False, margin=self.oauth.policy.skew)
         elif status == EXPIRED:
@@ -505,12 +500,7 @@ class CredentialService:
             auth_type = AuthType(row["auth_type"])
             if auth_type not in secret_types.REFRESHABLE:
                 raise Conflict(f"Credentials of auth_type '{auth_type.value}' have no refresh token to refresh")
-            if row["status"] == INACTIVE:
-                raise Conflict(_because("The credential is disabled", row["status_reason"]))
-            if row["status"] == REVOKED:
-                raise Conflict(_because("The credential is revoked", row["status_reason"]))
-            if row["status"] == ERROR:
-                raise Conflict(_because("The credential is in error", row["status_reason"]))
+            _refuse_unusable(row)
             if not _due(row, margin) and (not force or row["kv_version"] != seen):
                 return row  # fresh: refreshed (or updated) by someone else since this caller read it
             secret = await self._read_secret(principal, request_id, row, row["kv_version"])
@@ -533,7 +523,7 @@ class CredentialService:
                 changes = {Credential.kv_version: version, Credential.expires_at: tokens.expires_at}
                 changes[Credential.updated_at] = now
             await Credential.update(changes).where(Credential.id == cid)
-        row.update({column._meta.name: value for column, value in changes.items()})
+        _apply(row, changes)
         if rejected is not None:
             log.warning("credential %s: refresh rejected (%s); status set to error", cid, rejected.reason)
             raise RefreshRefused(_because("The credential is in error", rejected.reason))
@@ -543,15 +533,16 @@ class CredentialService:
     async def _write_refreshed(self, ctx: CallContext, cid: uuid.UUID, plaintext: Secret, known: int) -> int:
         """Store refreshed tokens. The provider may already have invalidated the old refresh token, so a Vault
         hiccup here gets a few more tries before the new one is lost."""
-        for attempt in range(3):
+        for attempt in range(2):
             try:
                 return await self._write_version(ctx, cid, plaintext, known)
             except VaultUnavailable:
-                if attempt == 2:
-                    log.error("credential %s: new tokens not stored; re-authorize it", cid)  # safe: the id only
-                    raise
                 await asyncio.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
+        try:
+            return await self._write_version(ctx, cid, plaintext, known)
+        except VaultUnavailable:
+            log.error("credential %s: new tokens not stored; re-authorize it", cid)  # safe: the id only
+            raise
 
     async def _check_egress(self, auth_type: AuthType, credentials: dict[str, Any]) -> None:
         try:
@@ -588,7 +579,7 @@ class CredentialService:
                 Credential.updated_at: now,
             }
             await Credential.update(changes).where(Credential.id == cid)
-        row.update({column._meta.name: value for column, value in changes.items()})
+        _apply(row, changes)
         return row
 
     # -- delete, restore, purge --------------------------------------------------------------------------------
@@ -692,6 +683,25 @@ def _due(row: dict[str, Any], margin: timedelta) -> bool:
 def _destroyed(version: dict[str, Any] | None) -> bool:
     """A version Vault no longer holds: destroyed, deleted, or pruned past max_versions."""
     return version is None or bool(version.get("destroyed")) or bool(version.get("deletion_time"))
+
+
+def _apply(row: dict[str, Any], changes: dict[Any, Any]) -> None:
+    """Reflect an UPDATE's ``{column: value}`` changes in the row the caller already holds."""
+    row.update({column._meta.name: value for column, value in changes.items()})
+
+
+_UNUSABLE = {
+    INACTIVE: "The credential is disabled",
+    REVOKED: "The credential is revoked",
+    ERROR: "The credential is in error",
+}
+
+
+def _refuse_unusable(row: dict[str, Any]) -> None:
+    """409 for a disabled, revoked or errored credential (stored statuses; 'expired' is the caller's concern)."""
+    message = _UNUSABLE.get(row["status"])
+    if message is not None:
+        raise Conflict(_because(message, row["status_reason"]))
 
 
 def _because(message: str, reason: str | None) -> str:

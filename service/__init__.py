@@ -1,1 +1,1 @@
-"""The credentials service: HTTP API, auth, credential logic and the credctl CLI."""
+"""The credentials service: Mielto's Credentials API over Vault (secrets) and Postgres (metadata)."""

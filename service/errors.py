@@ -1,6 +1,7 @@
 """The service's errors and the one mapping that turns every error into a response Mielto clients parse.
 
     ServiceError                      {"detail": "..."}
+    ├── BadRequest            400     a user of several workspaces did not say which one
     ├── NotFound              404     also for another workspace's objects, byte for byte the same
     ├── Unauthorized          401     with WWW-Authenticate: Bearer
     ├── Forbidden             403     names the missing permission
@@ -22,62 +23,63 @@ import re
 from typing import Any
 
 import asyncpg
+import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import ClientException, HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_500_INTERNAL_SERVER_ERROR
 
+from service.schemas import ReadSchema
 from vault.errors import VaultError, VaultUnavailable
 
 log = logging.getLogger("service.errors")
 
 
 class ServiceError(Exception):
+    """Base of the tree; each subclass names its status as a class keyword (``class NotFound(ServiceError,
+    status=404)``)."""
+
     status_code = HTTP_500_INTERNAL_SERVER_ERROR
     headers: dict[str, str] | None = None
+
+    def __init_subclass__(cls, status: int | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status_code = status
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
 
 
-class NotFound(ServiceError):
-    status_code = 404
+class BadRequest(ServiceError, status=400): ...
 
 
-class Unauthorized(ServiceError):
-    status_code = 401
+class NotFound(ServiceError, status=404): ...
+
+
+class Unauthorized(ServiceError, status=401):
     headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012 (read-only class constant)
 
 
-class Forbidden(ServiceError):
-    status_code = 403
+class Forbidden(ServiceError, status=403): ...
 
 
-class Conflict(ServiceError):
-    status_code = 409
+class Conflict(ServiceError, status=409): ...
 
 
-class Gone(ServiceError):
-    status_code = 410
+class Gone(ServiceError, status=410): ...
 
 
-class PreconditionFailed(ServiceError):
-    status_code = 412
+class PreconditionFailed(ServiceError, status=412): ...
 
 
-class BadGateway(ServiceError):
-    """A third party the service calls on the caller's behalf (an OAuth token endpoint) did not give a usable answer."""
-
-    status_code = 502
+class BadGateway(ServiceError, status=502): ...
 
 
-class BackendUnavailable(ServiceError):
-    status_code = 503
+class BackendUnavailable(ServiceError, status=503): ...
 
 
-class RequestInvalid(ServiceError):
-    status_code = HTTP_422_UNPROCESSABLE_ENTITY
-
+class RequestInvalid(ServiceError, status=HTTP_422_UNPROCESSABLE_ENTITY):
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__("Validation error")
         self.errors = errors
@@ -88,6 +90,25 @@ class RequestInvalid(ServiceError):
 
 
 CREDENTIAL_NOT_FOUND = "Credential not found"
+
+
+class Detail(ReadSchema, frozen=True, kw_only=True):
+    """An error: ``{"detail": "message"}``, as Mielto's clients parse it."""
+
+    detail: str
+
+
+class ValidationError(ReadSchema, frozen=True, kw_only=True):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class HTTPValidationError(ReadSchema, frozen=True, kw_only=True):
+    """A 422: every problem found in the request, with where it is (``loc``)."""
+
+    detail: list[ValidationError] = msgspec.field(default_factory=list)
+
 
 # asyncpg and the OS raise these when Postgres is down, restarting or unreachable.
 DATABASE_UNAVAILABLE = (
@@ -213,7 +234,7 @@ def service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Respons
         return _json({"detail": exc.errors}, exc.status_code)
     headers = exc.headers
     if isinstance(exc, BackendUnavailable):
-        headers = {"Retry-After": str(request.app.state.settings.retry_after_seconds)}
+        headers = {"Retry-After": str(request.app.state.settings.http.retry_after_seconds)}
     return _json({"detail": exc.detail}, exc.status_code, headers)
 
 

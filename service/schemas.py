@@ -1,16 +1,12 @@
-"""Request and response bodies (msgspec), with the limits, enums and defaults of Mielto's published schemas."""
+"""The bases of every request and response body (msgspec)."""
 
 from __future__ import annotations
-
-import enum
-from datetime import datetime
-from typing import Annotated, Any
 
 import msgspec
 
 
 class Schema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Base of every body; subclasses repeat ``kw_only=True`` because msgspec applies it per class.
+    """Base of every request body; subclasses repeat ``kw_only=True`` because msgspec applies it per class.
 
     Unknown fields are refused with a 422 rather than ignored, so a typo in a field name (or an attempt to set
     ``workspace_id`` or ``status``) is reported to the client instead of silently dropped.
@@ -21,204 +17,22 @@ class ReadSchema(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Base of responses: immutable once built (a separate base: msgspec cannot freeze a subclass of a mutable one)."""
 
 
-def _masked_repr(struct: msgspec.Struct) -> str:
-    """A body's repr with its secret replaced, so a stray log line or traceback shows ``'***'``."""
+class Page(ReadSchema, frozen=True, kw_only=True):
+    """A page of a listing, paged as Mielto's API pages (``skip`` and ``limit``)."""
+
+    total: int
+    """Every match (for credentials: exact up to CREDENTIALS_LIST_EXACT_COUNT_LIMIT, the planner's estimate beyond)."""
+    page: int
+    """``skip // limit + 1``."""
+    size: int
+    """``limit``."""
+
+
+def masked_repr(struct: msgspec.Struct) -> str:
+    """A body's repr with its ``credentials`` replaced, so a stray log line or traceback shows ``'***'``."""
     parts = []
     for name in struct.__struct_fields__:
         value = getattr(struct, name)
         hidden = name == "credentials" and value is not None and value is not msgspec.UNSET
         parts.append(f"{name}={'***' if hidden else repr(value)}")
     return f"{type(struct).__name__}({', '.join(parts)})"
-
-
-class AuthType(enum.StrEnum):
-    """How the stored secret authenticates against the third party."""
-
-    api_key = "api_key"
-    oauth_token = "oauth_token"
-    oauth_token_refresh = "oauth_token_refresh"
-    oauth_token_refresh_rotation = "oauth_token_refresh_rotation"
-    basic_auth = "basic_auth"
-    access_token = "access_token"
-    access_token_refresh = "access_token_refresh"
-    public_key_secret = "public_key_secret"
-    connection_string = "connection_string"
-    custom = "custom"
-
-
-class CredentialType(enum.StrEnum):
-    """The credential's category."""
-
-    integration = "integration"
-    llm = "llm"
-    storage = "storage"
-    vector_store = "vector_store"
-    auth_provider = "auth_provider"
-    custom = "custom"
-
-
-Label = Annotated[
-    str,
-    msgspec.Meta(
-        min_length=1,
-        max_length=100,
-        title="Label",
-        description="Human-readable label for the credential",
-        examples=["Stripe production"],
-    ),
-]
-Description = Annotated[
-    str, msgspec.Meta(max_length=255, description="Optional description of the credential", examples=["Billing"])
-]
-Scope = Annotated[
-    str,
-    msgspec.Meta(
-        max_length=255,
-        title="Credential Scope",
-        description="Who is the credential for (workspace, user, workspace_member)",
-        examples=["workspace"],
-    ),
-]
-Provider = Annotated[str, msgspec.Meta(max_length=255, description="Provider of the credential", examples=["stripe"])]
-UserId = Annotated[str, msgspec.Meta(max_length=255, description="User ID of the credential")]
-SecretData = Annotated[
-    dict[str, Any],
-    msgspec.Meta(
-        title="Credentials",
-        description="Raw credential data to be encrypted. Stored only in Vault, never returned by read operations.",
-        examples=[{"api_key": "<your key>"}],
-    ),
-]
-
-
-class CredentialCreate(Schema, kw_only=True):
-    """Schema for creating a new credential."""
-
-    def __repr__(self) -> str:
-        return _masked_repr(self)
-
-    label: Label
-    auth_type: AuthType
-    credential_scope: Scope
-    credentials: SecretData
-    description: Description | None = None
-    credential_type: CredentialType | None = None
-    provider: Provider | None = "custom"
-    user_id: UserId | None = None
-    expires_at: datetime | None = None
-    """Addition: when the credential expires (also taken from ``credentials.expires_at`` where the type has one)."""
-
-
-class CredentialUpdate(Schema, kw_only=True):
-    """Schema for updating an existing credential. Only the fields sent are changed; null leaves a field as is."""
-
-    def __repr__(self) -> str:
-        return _masked_repr(self)
-
-    label: Label | msgspec.UnsetType | None = msgspec.UNSET
-    description: Description | msgspec.UnsetType | None = msgspec.UNSET
-    credential_scope: Scope | msgspec.UnsetType | None = msgspec.UNSET
-    credentials: SecretData | msgspec.UnsetType | None = msgspec.UNSET
-    expires_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
-    """Addition: a new expiry (null leaves it as is)."""
-
-
-class CredentialRead(ReadSchema, frozen=True, kw_only=True):
-    """Schema for reading credential data (without sensitive info)."""
-
-    label: Label
-    description: Description | None = None
-    auth_type: AuthType
-    credential_type: CredentialType | None = None
-    credential_scope: Scope
-    provider: str
-    user_id: UserId | None = None
-    id: str
-    workspace_id: str
-    created_by: str
-    status: str
-    expires_at: datetime | None = None
-    last_used_at: datetime | None = None
-    created_at: datetime
-    updated_at: datetime
-    status_reason: str | None = None
-    """Addition: why the status last changed (disable, enable, revoke, refresh failure)."""
-    status_changed_at: datetime | None = None
-    """Addition: when the status last changed."""
-
-
-class CredentialMasked(CredentialRead, frozen=True, kw_only=True):
-    """``GET /credentials/{id}?include=masked``: the metadata plus the secret with all but 4 characters masked."""
-
-    masked_credentials: dict[str, Any]
-
-
-class StatusChange(Schema, kw_only=True):
-    """Body of disable, enable and revoke (optional)."""
-
-    reason: Annotated[str, msgspec.Meta(max_length=255, description="Why; recorded as status_reason")] | None = None
-
-
-class CredentialVersionRead(ReadSchema, frozen=True, kw_only=True):
-    version: int
-    created_at: datetime
-    created_by: str
-    reason: str
-    restored_from: int | None = None
-    current: bool
-    destroyed: bool
-
-
-class CredentialVersionList(ReadSchema, frozen=True, kw_only=True):
-    versions: list[CredentialVersionRead]
-
-
-class CredentialList(ReadSchema, frozen=True, kw_only=True):
-    """Schema for listing credentials."""
-
-    credentials: list[CredentialRead]
-    total: int
-    page: int
-    size: int
-
-
-class CredentialDeleted(ReadSchema, frozen=True, kw_only=True):
-    """The answer to a delete: the credential is gone and its secret destroyed in Vault."""
-
-    id: str
-    deleted: bool
-
-
-class CredentialSecret(ReadSchema, frozen=True, kw_only=True):
-    """The decrypted secret of one credential (``POST /credentials/{id}/reveal``)."""
-
-    def __repr__(self) -> str:
-        return _masked_repr(self)
-
-    id: str
-    version: int
-    auth_type: AuthType
-    credentials: dict[str, Any]
-
-
-class Detail(ReadSchema, frozen=True, kw_only=True):
-    """An error: ``{"detail": "message"}``, as Mielto's clients parse it."""
-
-    detail: str
-
-
-class ValidationError(ReadSchema, frozen=True, kw_only=True):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class HTTPValidationError(ReadSchema, frozen=True, kw_only=True):
-    """A 422: every problem found in the request, with where it is (``loc``)."""
-
-    detail: list[ValidationError] = msgspec.field(default_factory=list)
-
-
-class Health(ReadSchema, frozen=True, kw_only=True):
-    status: str
-    checks: dict[str, str] = msgspec.field(default_factory=dict)

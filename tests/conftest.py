@@ -1,4 +1,5 @@
-"""Session fixtures: a real OpenBao and a real Postgres, a database of the session's own, the app in process.
+"""Session fixtures for the integration and end-to-end tests: a real OpenBao and a real Postgres, a database of the
+session's own, the app in process. Unit tests use none of them, so ``pytest tests/unit`` starts no server.
 
 Fixture order (design.md): Postgres server -> session database + migrations -> OpenBao + bootstrap -> settings
 -> app (lifespan entered once) -> HTTP client. Each test gets its own workspace and keys; rows are removed after
@@ -7,8 +8,6 @@ each test, so no test depends on another's data or on order.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import shutil
 import subprocess
@@ -18,24 +17,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from db.engine import migrate
+from db.database import migrate
 from db.tables import ApiKey, Credential
-from service.app import create_app
-from service.auth import create_api_key
+from devtools import stack
+from devtools.stack import BaoServer
+from service.auth.api_keys import create as create_api_key
 from service.config import Settings
-from service.devstack import (
-    LOCAL_POSTGRES_URL,
-    BaoServer,
-    drop_database,
-    ensure_database,
-    postgres_answers,
-    start_bao,
-    start_embedded_postgres,
-)
-from tests.helpers import Caller, MakeCaller, env_for, serving
-from tests.tokens import AUDIENCE, HS256_SECRET, ISSUER, write_jwks
-from vault.bootstrap import bootstrap
-from vault.client import make_client
+from tests.support.api import Caller, MakeCaller
+from tests.support.servers import env_for, running_app, serving, settings_for
+from tests.support.tokens import AUDIENCE, HS256_SECRET, ISSUER, write_jwks
 
 
 def docker_answers() -> bool:
@@ -51,64 +41,33 @@ def docker_answers() -> bool:
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a Postgres server: the machine's own, else a testcontainers one (Docker), else embedded-postgres."""
-    if postgres_answers():
-        yield LOCAL_POSTGRES_URL
-        return
-    if docker_answers():
+    if not stack.postgres_answers() and docker_answers():
         from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:17.6-alpine", driver=None) as container:
             yield container.get_connection_url()
         return
-    embedded = start_embedded_postgres(tmp_path_factory.mktemp("pgdata"))
-    try:
-        yield embedded.url
-    finally:
-        embedded.stop()
+    with stack.postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 async def database_url(postgres_server: str) -> AsyncIterator[str]:
     name = f"credtest_{secrets.token_hex(4)}"
-    url = await ensure_database(postgres_server, name)
+    url = await stack.ensure_database(postgres_server, name)
     await migrate(url)
     yield url
-    await drop_database(postgres_server, name)
+    await stack.drop_database(postgres_server, name)
 
 
 @pytest.fixture(scope="session")
 def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
-    server = start_bao(tmp_path_factory.mktemp("openbao"))
+    server = stack.start_bao(tmp_path_factory.mktemp("openbao"))
     try:
-        bootstrap_vault(server)
+        stack.bootstrap_dev_vault(server)
         yield server
     finally:
         server.stop()
-
-
-def bootstrap_vault(server: BaoServer) -> None:
-    bootstrap(
-        make_client(server.addr, server.token, pool_size=1, timeout=10),
-        transit_mount="transit",
-        transit_key="credentials",
-        kv_mount="credentials",
-    )
-
-
-def settings_for(database_url: str, bao: BaoServer, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "vault_addr": bao.addr,
-        "vault_token": bao.token,
-        "dev_mode": True,
-        "vault_workers": 8,
-        "db_pool_max": 8,
-        "retry_after_seconds": 7,
-        # No background refresh passes: tests that want one start it themselves.
-        "oauth_proactive_interval_seconds": 0,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -118,43 +77,15 @@ def jwks_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, bao: BaoServer, jwks_file: Path) -> Settings:
-    """The test app trusts user tokens signed with tests.tokens' HS256 secret, RSA key and EC key."""
+    """The test app trusts user tokens signed with tests.support.tokens' HS256 secret, RSA key and EC key."""
     return settings_for(
         database_url,
         bao,
-        jwt_hs256_secret=HS256_SECRET,
-        jwt_public_keys_file=str(jwks_file),
-        jwt_issuer=ISSUER,
-        jwt_audience=AUDIENCE,
+        CREDENTIALS_JWT_HS256_SECRET=HS256_SECRET,
+        CREDENTIALS_JWT_PUBLIC_KEYS_FILE=str(jwks_file),
+        CREDENTIALS_JWT_ISSUER=ISSUER,
+        CREDENTIALS_JWT_AUDIENCE=AUDIENCE,
     )
-
-
-@contextlib.asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan entered, and an HTTP client talking to it in process (same event loop).
-
-    The lifespan runs in a task of its own: its anyio cancel scopes must be exited by the task that entered
-    them, and pytest-asyncio sets a session fixture up and tears it down from different tasks.
-    """
-    app = create_app(settings)
-    started, stop = asyncio.Event(), asyncio.Event()
-
-    async def hold_lifespan() -> None:
-        async with app.lifespan():
-            started.set()
-            await stop.wait()
-
-    task = asyncio.create_task(hold_lifespan())
-    await asyncio.wait([task, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        task.result()  # start-up failed: raise its error here
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
-    finally:
-        stop.set()
-        await task
 
 
 @pytest.fixture(scope="session")
@@ -197,6 +128,7 @@ def served(settings: Settings) -> Iterator[str]:
 def approle_settings(settings: Settings, bao: BaoServer) -> Settings:
     """The service as production runs it: logged in with the AppRole the bootstrap created, not in dev mode."""
     from vault.bootstrap import issue_secret_id
+    from vault.client import make_client
 
     admin = make_client(bao.addr, bao.token, pool_size=1, timeout=10)
     try:
@@ -205,16 +137,16 @@ def approle_settings(settings: Settings, bao: BaoServer) -> Settings:
         admin.adapter.close()
     # A small Postgres pool: this app lives beside the session's `client` app, on a server other sessions share.
     return settings_for(
-        settings.database_url,
+        settings.database.url,
         bao,
-        vault_token=None,
-        vault_role_id=role_id,
-        vault_secret_id=secret_id,
-        dev_mode=False,
-        db_pool_min=1,
-        db_pool_max=4,
+        VAULT_TOKEN=None,
+        VAULT_ROLE_ID=role_id,
+        VAULT_SECRET_ID=secret_id,
+        CREDENTIALS_DEV_MODE="false",
+        CREDENTIALS_DB_POOL_MIN="1",
+        CREDENTIALS_DB_POOL_MAX="4",
         # Deletes destroy at once, so the delete request itself is what the audit log must trace.
-        delete_retention_seconds=0,
+        CREDENTIALS_DELETE_RETENTION="0",
     )
 
 

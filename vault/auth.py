@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import hvac
 import hvac.exceptions
@@ -168,26 +168,26 @@ class TokenManager:
         raise NotImplementedError
 
 
-class AppRoleTokenManager(TokenManager):
-    """Logs in with AppRole (role id + secret id) and keeps the token valid by renewing it or logging in again.
+@dataclass(frozen=True, slots=True)
+class AppRoleLogin:
+    """How the service logs in with AppRole. ``secret_id`` may be a function (e.g. reading ``VAULT_SECRET_ID_FILE``):
+    it is called before each login, so a secret id rotated in place is used from the next login on."""
 
-    ``secret_id`` may be a function (e.g. reading ``VAULT_SECRET_ID_FILE``): it is called before each login, so a
-    secret id rotated in place is used from the next login on, without a restart.
-    """
+    role_id: str = field(repr=False)
+    secret_id: str | Callable[[], str] = field(repr=False)
+    mount: str = "approle"
+
+
+class AppRoleTokenManager(TokenManager):
+    """Logs in with AppRole (role id + secret id) and keeps the token valid by renewing it or logging in again."""
 
     def __init__(
-        self,
-        client: hvac.Client,
-        role_id: str,
-        secret_id: str | Callable[[], str],
-        *,
-        mount_point: str = "approle",
-        clock: Callable[[], float] = time.monotonic,
+        self, client: hvac.Client, login: AppRoleLogin, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__(client, clock=clock)
-        self._role_id = role_id
-        self._secret_id = secret_id
-        self._mount_point = mount_point
+        self._role_id = login.role_id
+        self._secret_id = login.secret_id
+        self._mount_point = login.mount
         self._failed: tuple[float, VaultError] | None = None
 
     def __repr__(self) -> str:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import hvac
 
-from vault.auth import AppRoleTokenManager, TokenInfo, TokenManager
+from vault.auth import AppRoleLogin, AppRoleTokenManager, TokenInfo, TokenManager
 from vault.client import ACTOR_HEADER, REQUEST_ID_HEADER, WORKSPACE_HEADER, audit_headers, make_client
 from vault.errors import VaultError, VaultRequestRejected, translated
 from vault.secret import Secret
@@ -33,7 +33,11 @@ WORKSPACES_PREFIX = "workspaces"
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """Who a Vault call is made for; sent as audited headers so the audit log ties it to the API request."""
+    """Who a Vault call is made for; sent as audited headers so the audit log ties it to the API request.
+
+    Every store method takes one: calls made for no API request (start-up, token renewal, health checks,
+    maintenance jobs) name what made them instead (``request_id`` such as ``purge-<run>``).
+    """
 
     request_id: str
     actor: str
@@ -41,6 +45,12 @@ class CallContext:
 
     def headers(self) -> dict[str, str]:
         return {REQUEST_ID_HEADER: self.request_id, ACTOR_HEADER: self.actor, WORKSPACE_HEADER: self.workspace}
+
+
+ANY_WORKSPACE = "*"
+"""The workspace of a call that spans workspaces (listing every workspace's folder, the service's own token)."""
+SERVICE_ACTOR = "credentials-service"
+"""The actor of calls the service makes on its own behalf (start-up, token renewal, health checks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,25 +96,20 @@ class SecretStore:
     def connect(
         cls,
         addr: str,
-        token: str | None = None,
+        login: str | AppRoleLogin,
         *,
-        role_id: str | None = None,
-        secret_id: str | Callable[[], str] | None = None,
-        approle_mount: str = "approle",
         workers: int,
         timeout: float,
         transit_mount: str = "transit",
         transit_key: str = "credentials",
         kv_mount: str = "credentials",
     ) -> SecretStore:
-        """A store that uses ``token`` as is, or logs in with AppRole when ``role_id`` and ``secret_id`` are given
-        (AppRole wins). Nothing is sent to Vault until ``start()``."""
-        client = make_client(addr, "" if role_id and secret_id else token or "", pool_size=workers, timeout=timeout)
-        manager = (
-            AppRoleTokenManager(client, role_id, secret_id, mount_point=approle_mount)
-            if role_id and secret_id
-            else TokenManager(client)
-        )
+        """A store that calls Vault with the token ``login``, or with the tokens an AppRole ``login`` obtains.
+        Nothing is sent to Vault until ``start()``."""
+        # An empty token until the AppRole login sets one: hvac would fall back to VAULT_TOKEN on None.
+        token = "" if isinstance(login, AppRoleLogin) else login
+        client = make_client(addr, token, pool_size=workers, timeout=timeout)
+        manager = AppRoleTokenManager(client, login) if isinstance(login, AppRoleLogin) else TokenManager(client)
         return cls(
             client,
             workers=workers,
@@ -123,8 +128,8 @@ class SecretStore:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._client.adapter.close()
 
-    async def _run(self, ctx: CallContext | None, fn: Callable[[], T]) -> T:
-        headers = ctx.headers() if ctx else {}
+    async def _run(self, ctx: CallContext, fn: Callable[[], T]) -> T:
+        headers = ctx.headers()
 
         def call() -> T:
             with audit_headers(headers):
@@ -143,9 +148,9 @@ class SecretStore:
                 raise
         return fn()
 
-    async def start(self) -> TokenInfo:
+    async def start(self, ctx: CallContext) -> TokenInfo:
         """Log in (AppRole) or check the static token; raises ``VaultError`` when Vault refuses or cannot answer."""
-        return await self._run(None, self._auth.start)
+        return await self._run(ctx, self._auth.start)
 
     async def keep_token_fresh(self) -> None:
         """Renew (or replace) the token at about 2/3 of its TTL, also while no request comes; runs until cancelled.
@@ -153,11 +158,12 @@ class SecretStore:
         Calls check the token themselves too (``ensure_fresh``), so a late wake-up here costs nothing but a
         renewal done by a request; failures are logged and retried, never raised.
         """
+        ctx = CallContext(request_id="token-renewal", actor=SERVICE_ACTOR, workspace=ANY_WORKSPACE)
         while True:
             due = self._auth.seconds_until_due()
             await asyncio.sleep(60.0 if due is None else min(max(due, 0.05), 60.0))
             try:
-                await asyncio.get_running_loop().run_in_executor(self._executor, translated(self._auth.ensure_fresh))
+                await self._run(ctx, lambda: None)  # _run renews the token first when it is due
             except VaultError as exc:
                 log.warning("keeping the Vault token fresh failed: %s", type(exc).__name__)  # safe: class name
                 await asyncio.sleep(1.0)
@@ -223,7 +229,7 @@ class SecretStore:
 
         return await self._run(ctx, read)
 
-    async def rewrap(self, ctx: CallContext | None, items: list[tuple[str, str, str]]) -> list[str]:
+    async def rewrap(self, ctx: CallContext, items: list[tuple[str, str, str]]) -> list[str]:
         """Rewrap ``(workspace, credential, ciphertext)`` items to the key's newest version, in one batch call.
 
         The plaintext never leaves Vault. Keep batches small (about 100): OpenBao refuses JSON bodies with more
@@ -261,9 +267,9 @@ class SecretStore:
 
         return await self._run(ctx, decrypt)
 
-    async def destroy(self, ctx: CallContext | None, workspace_id: str, credential_id: str) -> None:
+    async def destroy(self, ctx: CallContext, credential_id: str) -> None:
         """Erase every version and the key's metadata (idempotent: a missing key is fine)."""
-        path = secret_path(workspace_id, credential_id)
+        path = secret_path(ctx.workspace, credential_id)
         await self._run(
             ctx, lambda: self._client.secrets.kv.v2.delete_metadata_and_all_versions(path, mount_point=self.kv_mount)
         )
@@ -278,13 +284,14 @@ class SecretStore:
             ),
         )
 
-    async def current_version(self, workspace_id: str, credential_id: str) -> int | None:
+    async def current_version(self, ctx: CallContext, credential_id: str) -> int | None:
         """KV's current version of a credential, or None when the key does not exist."""
-        metadata = await self.metadata(workspace_id, credential_id)
+        metadata = await self.metadata(ctx, credential_id)
         return None if metadata is None else int(metadata["current_version"])
 
-    async def metadata(self, workspace_id: str, credential_id: str) -> dict[str, Any] | None:
-        path = secret_path(workspace_id, credential_id)
+    async def metadata(self, ctx: CallContext, credential_id: str) -> dict[str, Any] | None:
+        """A credential's KV metadata (its versions, their times, whether destroyed), or None when it has none."""
+        path = secret_path(ctx.workspace, credential_id)
 
         def read() -> dict[str, Any] | None:
             try:
@@ -294,9 +301,9 @@ class SecretStore:
             except hvac.exceptions.InvalidPath:
                 return None
 
-        return await self._run(None, read)
+        return await self._run(ctx, read)
 
-    async def list_keys(self, prefix: str) -> list[str]:
+    async def list_keys(self, ctx: CallContext, prefix: str) -> list[str]:
         """Keys directly under ``prefix`` in KV metadata (folders end with ``/``); empty when there are none."""
 
         def list_() -> list[str]:
@@ -306,13 +313,9 @@ class SecretStore:
                 return []
             return [str(key) for key in response["data"]["keys"]]
 
-        return await self._run(None, list_)
+        return await self._run(ctx, list_)
 
-    async def check_token(self) -> None:
-        """Raise unless Vault answers and accepts the token (``auth/token/lookup-self``)."""
-        await self._run(None, self._client.auth.token.lookup_self)
-
-    async def ping(self) -> bool:
+    async def ping(self, ctx: CallContext) -> bool:
         """True when Vault is initialized, unsealed and active (``sys/health`` is not audited)."""
 
         def health() -> bool:
@@ -320,7 +323,7 @@ class SecretStore:
             return getattr(response, "status_code", 200) == 200
 
         try:
-            return await self._run(None, health)
+            return await self._run(ctx, health)
         except VaultError:
             return False
 

@@ -1,0 +1,318 @@
+"""All SQL on the ``credential`` table, and the write protocol its ``state`` column carries.
+
+A row moves ``pending`` (its secret is being written; invisible) -> ``active`` (visible) -> ``deleted`` (soft
+deleted, restorable) -> ``deleting`` (its secret is being destroyed) -> gone. Each move is one function here.
+
+Queries go through ``Table.raw`` rather than Piccolo's builder: building a query from column objects costs about
+0.5 ms of Python per call (0.74 ms against 0.25 ms measured), most of the service's own CPU on a get. ``raw``
+still joins the current transaction. Every value travels as a parameter; conditions are built from the typed
+``CredentialFilter``, never from text a caller sent.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from db.tables import Credential
+
+
+class State(enum.StrEnum):
+    """Where a row is in the write protocol (see the module docstring)."""
+
+    pending = "pending"
+    active = "active"
+    deleted = "deleted"
+    deleting = "deleting"
+
+
+COLUMNS = tuple(column._meta.db_column_name for column in Credential._meta.columns)
+_SELECT = ", ".join(COLUMNS)
+
+VISIBLE = f"state = '{State.active}'"
+"""The rows the API shows. The list indexes are partial on exactly this predicate (migration 2026-11-26T18:41),
+so it stays a literal in the SQL: a parameter would hide it from the planner."""
+
+
+class StatusFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored status, optionally narrowed by expiry (the computed statuses are decided by the credential model)."""
+
+    stored: str
+    expired_by: datetime | None = None
+    """Only rows whose ``expires_at`` is at or before this time."""
+    live_at: datetime | None = None
+    """Only rows that have not expired at this time (no ``expires_at``, or one after it)."""
+
+
+class CredentialFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Which visible rows a query may touch: a workspace, the scopes its caller may see, and the API's filters."""
+
+    workspace_id: str
+    shared_scopes: tuple[str, ...] | None = None
+    """Scopes every caller of the workspace sees; None: no scope restriction at all."""
+    owned_scopes: tuple[str, ...] = ()
+    """Scopes seen only when ``user_id`` is ``owner``."""
+    owner: str | None = None
+    id: uuid.UUID | None = None
+    credential_type: str | None = None
+    auth_type: str | None = None
+    status: StatusFilter | None = None
+    search: str | None = None
+    """A case-insensitive substring of label or description."""
+
+
+class _Where:
+    """A conjunction of conditions with ``{}`` placeholders (Piccolo's) and their values."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.args: list[Any] = []
+
+    def add(self, condition: str, *args: Any) -> _Where:
+        self.parts.append(condition)
+        self.args.extend(args)
+        return self
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(f"({part})" for part in self.parts) or "TRUE"
+
+
+def _scoped(where: _Where, f: CredentialFilter) -> _Where:
+    where.add("workspace_id = {}", f.workspace_id)
+    if f.shared_scopes is not None:
+        if f.owner is not None and f.owned_scopes:
+            where.add(
+                "credential_scope = ANY({}) OR (credential_scope = ANY({}) AND user_id = {})",
+                list(f.shared_scopes),
+                list(f.owned_scopes),
+                f.owner,
+            )
+        else:
+            where.add("credential_scope = ANY({})", list(f.shared_scopes))
+    if f.id is not None:
+        where.add("id = {}", f.id)
+    return where
+
+
+def _where(f: CredentialFilter) -> _Where:
+    where = _scoped(_Where().add(VISIBLE), f)
+    if f.credential_type is not None:
+        where.add("credential_type = {}", f.credential_type)
+    if f.auth_type is not None:
+        where.add("auth_type = {}", f.auth_type)
+    if f.status is not None:
+        where.add("status = {}", f.status.stored)
+        if f.status.expired_by is not None:
+            where.add("expires_at <= {}", f.status.expired_by)
+        if f.status.live_at is not None:
+            where.add("expires_at IS NULL OR expires_at > {}", f.status.live_at)
+    if f.search:
+        pattern = "%" + f.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.add("label ILIKE {} OR description ILIKE {}", pattern, pattern)
+    return where
+
+
+# -- reads -------------------------------------------------------------------------------------------------------
+
+
+async def get(f: CredentialFilter, *, lock: bool = False) -> dict[str, Any] | None:
+    """One visible row, optionally locked ``FOR UPDATE`` until the surrounding transaction ends."""
+    where = _where(f)
+    rows = await Credential.raw(
+        f"SELECT {_SELECT} FROM credential WHERE {where.sql}{' FOR UPDATE' if lock else ''}", *where.args
+    )
+    return rows[0] if rows else None
+
+
+async def page(
+    f: CredentialFilter, *, skip: int, limit: int, exact_count_limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """A page, newest first, and the total number of rows matching.
+
+    The total is exact up to ``exact_count_limit`` rows. Past it, counting every row would make each page cost
+    as much as the whole workspace (seconds at a million rows), so the planner's estimate is given instead (never
+    below the limit + 1).
+    """
+    where = _where(f)
+    rows = await Credential.raw(
+        f"SELECT {_SELECT} FROM credential WHERE {where.sql} ORDER BY created_at DESC, id DESC OFFSET {{}} LIMIT {{}}",
+        *where.args,
+        skip,
+        limit,
+    )
+    counted = await Credential.raw(
+        f"SELECT count(*) AS n FROM (SELECT 1 FROM credential WHERE {where.sql} LIMIT {{}}) AS capped",
+        *where.args,
+        exact_count_limit + 1,
+    )
+    total = int(counted[0]["n"])
+    if total <= exact_count_limit:
+        return rows, total
+    plan = await Credential.raw(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM credential WHERE {where.sql}", *where.args)
+    found = plan[0]["QUERY PLAN"]
+    estimate = int((json.loads(found) if isinstance(found, str) else found)[0]["Plan"]["Plan Rows"])
+    return rows, max(estimate, exact_count_limit + 1)
+
+
+async def refresh_due(
+    auth_types: Iterable[str], stored_status: str, until: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """Visible rows of ``auth_types`` in ``stored_status`` whose ``expires_at`` is at or before ``until``, soonest
+    first (every workspace: the proactive refresh runs for all of them)."""
+    return list(
+        await Credential.raw(
+            f"SELECT {_SELECT} FROM credential WHERE {VISIBLE} AND status = {{}} AND auth_type = ANY({{}}) "
+            "AND expires_at <= {} ORDER BY expires_at LIMIT {}",
+            stored_status,
+            list(auth_types),
+            until,
+            limit,
+        )
+    )
+
+
+async def stuck(before: datetime) -> list[dict[str, Any]]:
+    """Rows a crash left ``pending`` or ``deleting``, unchanged since ``before``."""
+    return list(
+        await Credential.raw(
+            "SELECT id, workspace_id, state FROM credential WHERE state = ANY({}) AND updated_at < {}",
+            [State.pending, State.deleting],
+            before,
+        )
+    )
+
+
+async def every_row() -> list[dict[str, Any]]:
+    """Every row's id, workspace, state and KV version (the reconciler compares them with KV)."""
+    return list(await Credential.raw("SELECT id, workspace_id, state, kv_version FROM credential"))
+
+
+async def locked_version(credential_id: uuid.UUID) -> tuple[State, int] | None:
+    """The state and KV version of a row, locked until the surrounding transaction ends (whatever its state)."""
+    rows = await Credential.raw("SELECT state, kv_version FROM credential WHERE id = {} FOR UPDATE", credential_id)
+    return (State(rows[0]["state"]), int(rows[0]["kv_version"])) if rows else None
+
+
+_HOLDING_SECRET = f"state IN ('{State.active}', '{State.deleted}') AND status <> {{}} AND kv_version > 0"
+
+
+async def count_holding_secret(revoked: str) -> int:
+    """Rows whose secret is still in Vault: visible or restorable, and not in status ``revoked``."""
+    rows = await Credential.raw(f"SELECT count(*) AS n FROM credential WHERE {_HOLDING_SECRET}", revoked)
+    return int(rows[0]["n"])
+
+
+async def holding_secret_after(after: uuid.UUID, limit: int, revoked: str) -> list[dict[str, Any]]:
+    """The next ``limit`` rows holding a secret, by id after ``after`` (keyset pagination for key rotation)."""
+    return list(
+        await Credential.raw(
+            f"SELECT id, workspace_id, kv_version FROM credential WHERE {_HOLDING_SECRET} AND id > {{}} "
+            "ORDER BY id LIMIT {}",
+            revoked,
+            after,
+            limit,
+        )
+    )
+
+
+# -- writes ------------------------------------------------------------------------------------------------------
+
+
+async def insert(values: Mapping[str, Any]) -> None:
+    """Insert a row; ``values`` holds every column."""
+    await Credential.raw(
+        f"INSERT INTO credential ({_SELECT}) VALUES ({', '.join('{}' for _ in COLUMNS)})",
+        *(values[name] for name in COLUMNS),
+    )
+
+
+async def update(credential_id: uuid.UUID, changes: Mapping[str, Any]) -> None:
+    """Set the given columns of one row."""
+    unknown = set(changes) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"not credential columns: {sorted(unknown)}")
+    assignments = ", ".join(f"{name} = {{}}" for name in changes)
+    await Credential.raw(f"UPDATE credential SET {assignments} WHERE id = {{}}", *changes.values(), credential_id)
+
+
+async def activate(credential_id: uuid.UUID, version: int, actor: str) -> None:
+    """``pending`` -> ``active`` at ``version``, and the record of who wrote that version: one statement, so both
+    happen or neither does, in one round trip."""
+    await Credential.raw(
+        f"WITH activated AS (UPDATE credential SET state = '{State.active}', kv_version = {{}} WHERE id = {{}} "
+        "RETURNING id) "
+        "INSERT INTO credential_version (id, credential_id, version, created_at, created_by, reason) "
+        "SELECT gen_random_uuid(), id, {}, now(), {}, 'create' FROM activated",
+        version,
+        credential_id,
+        version,
+        actor,
+    )
+
+
+async def touch_last_used(credential_id: uuid.UUID, when: datetime) -> None:
+    await Credential.raw("UPDATE credential SET last_used_at = {} WHERE id = {}", when, credential_id)
+
+
+async def hide(f: CredentialFilter, state: State, when: datetime) -> bool:
+    """``active`` -> ``deleted`` (restorable) or ``deleting`` (destroy now); False when nothing matched."""
+    where = _where(f)
+    rows = await Credential.raw(
+        f"UPDATE credential SET state = {{}}, deleted_at = {{}} WHERE {where.sql} RETURNING id",
+        state,
+        when,
+        *where.args,
+    )
+    return bool(rows)
+
+
+async def restore(f: CredentialFilter, deleted_after: datetime, when: datetime) -> bool:
+    """``deleted`` -> ``active`` for a row deleted after ``deleted_after``; False when nothing matched."""
+    where = _scoped(_Where().add(f"state = '{State.deleted}'").add("deleted_at > {}", deleted_after), f)
+    rows = await Credential.raw(
+        f"UPDATE credential SET state = '{State.active}', deleted_at = NULL, updated_at = {{}} "
+        f"WHERE {where.sql} RETURNING id",
+        when,
+        *where.args,
+    )
+    return bool(rows)
+
+
+async def claim_purge(deleted_by: datetime) -> list[dict[str, Any]]:
+    """``deleted`` -> ``deleting`` for every row deleted at or before ``deleted_by``; returns their ids and
+    workspaces."""
+    return list(
+        await Credential.raw(
+            f"UPDATE credential SET state = '{State.deleting}' WHERE state = '{State.deleted}' AND deleted_at <= {{}} "
+            "RETURNING id, workspace_id",
+            deleted_by,
+        )
+    )
+
+
+async def put_back(credential_id: uuid.UUID, state: State) -> None:
+    """Undo a ``deleting`` whose secret could not be destroyed: back to ``deleted``, or to ``active`` (no longer
+    deleted at all)."""
+    if state is State.active:
+        await Credential.raw(
+            f"UPDATE credential SET state = '{State.active}', deleted_at = NULL WHERE id = {{}}", credential_id
+        )
+    else:
+        await Credential.raw("UPDATE credential SET state = {} WHERE id = {}", state, credential_id)
+
+
+async def forget(credential_id: uuid.UUID) -> None:
+    """Remove a row and its version records, together (once its secret is destroyed, or never written)."""
+    await Credential.raw(
+        "WITH versions AS (DELETE FROM credential_version WHERE credential_id = {}) "
+        "DELETE FROM credential WHERE id = {}",
+        credential_id,
+        credential_id,
+    )

@@ -1,0 +1,85 @@
+"""The Postgres connection: Piccolo's tables bound to a database chosen at run time, its pool, its transactions
+and the migrations. Nothing here reads or writes the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from piccolo.apps.migrations.commands.forwards import run_forwards
+from piccolo.apps.migrations.tables import Migration
+from piccolo.engine.postgres import PostgresEngine
+
+from db import piccolo_conf
+from db.tables import ApiKey, Credential, CredentialVersion
+
+TABLES = (Credential, ApiKey, CredentialVersion, Migration)
+
+
+def bind(database_url: str) -> PostgresEngine:
+    """Make every table, and Piccolo's migration runner, use ``database_url``; returns the engine.
+
+    Piccolo's engine checks the server version synchronously when it is built: call this off the event loop.
+    """
+    engine = PostgresEngine(config={"dsn": database_url}, log_queries=False)
+    _use(engine)
+    return engine
+
+
+def _use(engine: PostgresEngine) -> None:
+    # Piccolo's migration runner finds its engine in the module PICCOLO_CONF names, else in a module called
+    # `piccolo_conf`: registering ours under that name reaches it without touching the environment.
+    sys.modules.setdefault("piccolo_conf", piccolo_conf)
+    piccolo_conf.DB = engine
+    for table in TABLES:
+        table._meta.db = engine
+
+
+@asynccontextmanager
+async def connection_pool(database_url: str, *, min_size: int, max_size: int) -> AsyncIterator[PostgresEngine]:
+    """Bind to ``database_url`` with a connection pool; on exit, close it and restore the previous binding.
+
+    Piccolo's tables hold one engine each, process-wide; restoring it lets a test run a second app against
+    another database inside the first one's lifetime.
+    """
+    previous = piccolo_conf.DB
+    engine = await asyncio.to_thread(bind, database_url)
+    await engine.start_connection_pool(min_size=min_size, max_size=max_size, reset=_keep_session)
+    try:
+        yield engine
+    finally:
+        await engine.close_connection_pool()
+        _use(previous)
+
+
+async def _keep_session(connection: object) -> None:
+    """Skip asyncpg's reset query on every release (a round trip per query).
+
+    The reset undoes session state: SET, LISTEN, session advisory locks, open cursors. This service creates none
+    (its locks are row locks, released with their transaction), so there is nothing to undo.
+    """
+
+
+def transaction() -> Any:
+    """A transaction on the bound database; the repositories' queries inside it join it."""
+    return piccolo_conf.DB.transaction()
+
+
+async def ping() -> None:
+    """Raise unless the bound database answers a query."""
+    await Credential.raw("SELECT 1")
+
+
+async def migrate(database_url: str) -> None:
+    """Apply every migration not yet applied to ``database_url`` (the previous binding is restored after)."""
+    previous = piccolo_conf.DB
+    await asyncio.to_thread(bind, database_url)
+    try:
+        result = await run_forwards(app_name="db")
+    finally:
+        _use(previous)
+    if not result.success:
+        raise RuntimeError(f"migrations failed: {result.message}")

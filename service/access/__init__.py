@@ -1,0 +1,1 @@
+"""Access management over the API: workspace API keys and the caller's session."""

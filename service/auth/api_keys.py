@@ -1,0 +1,121 @@
+"""Workspace API keys: ``ck_<lookup>_<secret>``, stored as the SHA-256 of the secret part only.
+
+The lookup part finds the row; the hashes are compared in constant time. The secret is 256 random bits, so a fast
+hash is enough: there is nothing to brute-force. An unknown lookup is compared against a dummy hash, so it costs
+the same as a wrong secret. Expired, revoked, inactive and unknown keys are one and the same 401.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from db import api_keys
+from service.auth.principal import Permission, Principal
+from service.errors import Unauthorized
+
+KEY_PREFIX = "ck"
+INVALID_API_KEY = "Invalid API key"
+WORKSPACE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$")
+ACTIVE = "active"
+
+_KEY_FORMAT = re.compile(r"^ck_([a-z0-9]{16})_([A-Za-z0-9_-]{43})$")
+_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewApiKey:
+    """A key just created: ``key`` is the whole key, which exists nowhere else from now on."""
+
+    key: str
+    row: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def public_prefix(lookup_id: str) -> str:
+    """What identifies a key in listings (``ck_<lookup>``); it cannot be used to call the API."""
+    return f"{KEY_PREFIX}_{lookup_id}"
+
+
+def validate_workspace_id(workspace_id: str) -> str:
+    if not WORKSPACE_ID.match(workspace_id):
+        raise ValueError("a workspace id is 1-255 characters of letters, digits and _ . : - (starting with one)")
+    return workspace_id
+
+
+async def create(
+    workspace_id: str,
+    permissions: Iterable[str],
+    label: str | None = None,
+    *,
+    expires_at: datetime | None = None,
+    status: str = ACTIVE,
+    created_by: str = "credctl",
+) -> NewApiKey:
+    """Store a new key's hash and return the key (``ValueError`` for a bad workspace, permission or expiry)."""
+    validate_workspace_id(workspace_id)
+    wanted = set(permissions)
+    unknown = sorted(wanted - set(Permission))
+    if unknown or not wanted:
+        raise ValueError(f"permissions must be a non-empty subset of {', '.join(Permission)}; got {unknown or '[]'}")
+    if expires_at is not None and (expires_at.tzinfo is None or expires_at <= datetime.now(UTC)):
+        raise ValueError("expires_at must be a time in the future, with a UTC offset")
+    lookup, secret, now = secrets.token_hex(8), secrets.token_urlsafe(32), datetime.now(UTC)
+    row = {
+        "id": uuid.uuid4(),
+        "workspace_id": workspace_id,
+        "label": label,
+        "lookup_id": lookup,
+        "secret_hash": _hash(secret),
+        "permissions": [p.value for p in Permission if p in wanted],
+        "status": status,
+        "expires_at": expires_at,
+        "created_at": now,
+        "created_by": created_by,
+        "updated_at": now,
+        "revoked_at": None,
+    }
+    await api_keys.insert(row)
+    return NewApiKey(key=f"{KEY_PREFIX}_{lookup}_{secret}", row=row)
+
+
+async def revoke(key_id: str, workspace_id: str | None = None) -> dict[str, Any] | None:
+    """Revoke a key at once (401 from its next request on). None if there is no such unrevoked key (in
+    ``workspace_id``, when given)."""
+    try:
+        kid = uuid.UUID(key_id)
+    except ValueError:
+        return None
+    return await api_keys.revoke(kid, workspace_id, datetime.now(UTC))
+
+
+async def principal_of(key: str) -> Principal:
+    """The principal a presented key stands for, or 401."""
+    match = _KEY_FORMAT.match(key)
+    row = await api_keys.by_lookup(match.group(1)) if match else None
+    presented = _hash(match.group(2)) if match else _DUMMY_HASH
+    valid = hmac.compare_digest(presented, row["secret_hash"] if row else _DUMMY_HASH) and row is not None
+    if not valid or row is None or row["status"] != ACTIVE:
+        raise Unauthorized(INVALID_API_KEY)
+    if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
+        raise Unauthorized(INVALID_API_KEY)
+    return Principal(
+        workspace_id=row["workspace_id"],
+        actor_id=str(row["id"]),
+        permissions=frozenset(Permission(p) for p in row["permissions"]),
+        label=row["label"],
+    )

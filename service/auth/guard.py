@@ -1,0 +1,109 @@
+"""Mielto's ``DualAuthScheme``: every ``/api/v1`` request is resolved to a principal before its body is read.
+
+- A workspace API key (``service.auth.api_keys``), as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. The
+  key's workspace is the workspace; ``X-Workspace-Id``, when sent, must name it (403 otherwise).
+- A user token (``service.auth.tokens``), as ``Authorization: Bearer <jwt>`` or Mielto's ``Authorization: Bearer
+  supabase_<jwt>``. ``X-Workspace-Id`` picks one of the user's workspaces; it may be left out only when the user has
+  exactly one (400 otherwise), and must name one of theirs (403 otherwise). The role there gives the permissions.
+
+Missing, malformed, unknown, expired, revoked or inactive credentials all answer 401 with ``WWW-Authenticate:
+Bearer``; nothing a caller presented is ever echoed in an error or a log line.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from typing import Any, Literal
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from service.auth import api_keys
+from service.auth.principal import ROLE_PERMISSIONS, Permission, Principal
+from service.auth.tokens import SUPABASE_PREFIX, TokenVerifier
+from service.context import RequestContext
+from service.errors import BadRequest, Forbidden, RequestInvalid, Unauthorized
+
+_JWT_FORMAT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+
+
+def _presented(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[Literal["api_key", "token"], str] | None:
+    """What the caller sent, and which kind of credential it looks like."""
+    authorization = connection.headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() != "bearer" or not credentials:
+            raise Unauthorized("Invalid authorization header; expected 'Bearer <API key or user token>'")
+        if credentials.startswith(SUPABASE_PREFIX) or _JWT_FORMAT.match(credentials):
+            return "token", credentials
+        return "api_key", credentials
+    key = connection.headers.get("x-api-key")
+    return ("api_key", key) if key else None
+
+
+def _check_length(requested: str | None) -> None:
+    """Checked once the caller is known, so that an anonymous caller learns nothing about validation."""
+    if requested is not None and len(requested) > 255:
+        raise RequestInvalid.at(
+            ["header", "X-Workspace-Id"], "String should have at most 255 characters", "string_too_long"
+        )
+
+
+async def _api_key_principal(key: str, requested: str | None) -> Principal:
+    principal = await api_keys.principal_of(key)
+    _check_length(requested)
+    if requested is not None and not hmac.compare_digest(requested.encode(), principal.workspace_id.encode()):
+        raise Forbidden("X-Workspace-Id does not match the API key's workspace")
+    return principal
+
+
+def _user_principal(token: str, requested: str | None, verifier: TokenVerifier | None) -> Principal:
+    supabase = token.startswith(SUPABASE_PREFIX)
+    if supabase:
+        token = token.removeprefix(SUPABASE_PREFIX)
+    if verifier is None:
+        raise Unauthorized("User tokens are not accepted by this service")
+    user = verifier.verify(token)
+    _check_length(requested)
+    if requested is None:
+        if len(user.workspaces) > 1:
+            raise BadRequest("X-Workspace-Id is required: the user belongs to several workspaces")
+        if not user.workspaces:
+            raise Forbidden("The user is not a member of any workspace")
+        requested = next(iter(user.workspaces))
+    role = user.workspaces.get(requested)
+    if role is None:
+        raise Forbidden("The user is not a member of the workspace named by X-Workspace-Id")
+    return Principal(
+        workspace_id=requested,
+        actor_id=user.id,
+        permissions=ROLE_PERMISSIONS[role],
+        kind="user",
+        role=role,
+        provider="supabase" if supabase else "jwt",
+        email=user.email,
+        name=user.name,
+    )
+
+
+async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], verifier: TokenVerifier | None) -> Principal:
+    presented = _presented(connection)
+    if presented is None:
+        raise Unauthorized("Not authenticated")
+    kind, credential = presented
+    requested = connection.headers.get("x-workspace-id")
+    if kind == "token":
+        return _user_principal(credential, requested, verifier)
+    return await _api_key_principal(credential, requested)
+
+
+async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Runs before the request body or query is parsed: an anonymous caller learns nothing about validation.
+    A handler's ``opt={"permission": ...}`` names what it needs."""
+    principal = await authenticate(connection, connection.app.state.services.tokens)
+    permission = handler.opt.get("permission")
+    if permission:
+        principal.require(Permission(permission))
+    connection.state.context = RequestContext(request_id=connection.scope["state"]["request_id"], principal=principal)

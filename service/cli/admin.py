@@ -1,0 +1,142 @@
+"""Setting up: ``credctl migrate``, ``credctl vault-bootstrap``, ``credctl api-key create|revoke``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from service.cli.base import config_errors, fail, main
+from service.config import DatabaseSettings, VaultSettings
+
+T = TypeVar("T")
+
+
+@main.command()
+def migrate() -> None:
+    """Apply the database migrations (DATABASE_URL)."""
+    from db.database import migrate as run_migrations
+
+    with config_errors():
+        database = DatabaseSettings.from_env()
+    asyncio.run(run_migrations(database.url))
+
+
+@main.command("vault-bootstrap")
+@click.option(
+    "--approle-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="write the service's role_id and secret_id files here (mode 0600) for VAULT_ROLE_ID_FILE and "
+    "VAULT_SECRET_ID_FILE; a secret id already there is kept while Vault accepts it",
+)
+@click.option("--new-secret-id", is_flag=True, help="with --approle-out: issue a new secret id even if one is valid")
+@click.option("--token-ttl", default="1h", show_default=True, help="TTL of the service's tokens (renewed at 2/3)")
+@click.option(
+    "--token-max-ttl", default="4h", show_default=True, help="max TTL of the service's tokens (then it logs in again)"
+)
+@click.option(
+    "--enable-file-audit",
+    "audit_file",
+    default=None,
+    metavar="PATH",
+    help="HashiCorp Vault only: enable a file audit device writing PATH if none is on (OpenBao refuses this; "
+    "declare the device in its server config)",
+)
+def vault_bootstrap(
+    approle_out: Path | None, new_secret_id: bool, token_ttl: str, token_max_ttl: str, audit_file: str | None
+) -> None:
+    """Mounts, transit key, policies, AppRole, audited headers and the audit device check in Vault (VAULT_ADDR,
+    an operator's VAULT_TOKEN); safe to re-run: a second run changes nothing and says so."""
+    from vault.bootstrap import BootstrapError, bootstrap, check_audit_device, write_approle_credentials
+    from vault.client import make_client
+    from vault.errors import VaultError
+
+    if new_secret_id and approle_out is None:
+        fail("--new-secret-id needs --approle-out DIR (where the new secret id is written)")
+    with config_errors():
+        vault = VaultSettings.from_env()
+    if not vault.token:
+        fail("vault-bootstrap needs VAULT_ADDR and an operator's VAULT_TOKEN")
+    client = make_client(vault.addr, vault.token, pool_size=1, timeout=10)
+    steps = []
+    try:
+        steps += bootstrap(
+            client,
+            transit_mount=vault.transit_mount,
+            transit_key=vault.transit_key,
+            kv_mount=vault.kv_mount,
+            token_ttl=token_ttl,
+            token_max_ttl=token_max_ttl,
+        )
+        if approle_out is not None:
+            steps += write_approle_credentials(client, approle_out, new_secret_id=new_secret_id)
+        steps.append(check_audit_device(client, enable_file=audit_file))
+    except (VaultError, BootstrapError, ValueError) as exc:
+        for step in steps:
+            click.echo(str(step))
+        fail(f"bootstrap failed: {exc}")
+    for step in steps:
+        click.echo(str(step))
+    changed = sum(step.changed for step in steps)
+    click.echo(f"{changed} change(s)" if changed else "nothing to change: Vault was already bootstrapped")
+
+
+@main.group("api-key")
+def api_key() -> None:
+    """Workspace API keys."""
+
+
+@api_key.command("create")
+@click.option("--workspace", required=True, help="workspace the key acts in")
+@click.option(
+    "--permissions", default="read,write,reveal", show_default=True, help="comma-separated: read, write, reveal, admin"
+)
+@click.option("--label", default=None)
+@click.option(
+    "--expires-at",
+    default=None,
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d"]),
+    help="when the key stops working: ISO 8601 with an offset (2027-01-31T12:00:00+00:00), or a date (UTC midnight)",
+)
+def api_key_create(workspace: str, permissions: str, label: str | None, expires_at: datetime | None) -> None:
+    """Create a key and print it (and nothing else) on stdout; it is not shown again."""
+    from service.auth import api_keys
+
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
+    wanted = [p.strip() for p in permissions.split(",") if p.strip()]
+    try:
+        new = _with_database(lambda: api_keys.create(workspace, wanted, label, expires_at=expires_at))
+    except ValueError as exc:
+        fail(str(exc))
+    click.echo(new.key)
+
+
+@api_key.command("revoke")
+@click.argument("key_id")
+def api_key_revoke(key_id: str) -> None:
+    """Revoke the key with id KEY_ID (its row id, as `created_by` and the API show it) at once."""
+    from service.auth import api_keys
+
+    if _with_database(lambda: api_keys.revoke(key_id)) is None:
+        fail(f"no active or inactive API key with id {key_id!r}")
+    click.echo(f"revoked {key_id}")
+
+
+def _with_database(work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work`` against DATABASE_URL (a connection per query, no pool: one or two queries are all it makes)."""
+    from db.database import bind
+
+    with config_errors():
+        database = DatabaseSettings.from_env()
+
+    async def run() -> T:
+        await asyncio.to_thread(bind, database.url)
+        return await work()
+
+    return asyncio.run(run())

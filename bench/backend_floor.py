@@ -1,5 +1,5 @@
-"""The backend floor: each endpoint's backend operations issued directly (asyncpg + the SecretStore's hvac
-thread pool), at a given concurrency, with no HTTP at all. One process per cell, like a server process.
+"""The backend floor: each endpoint's backend operations issued directly (the service's repositories + the
+SecretStore's hvac thread pool), at a given concurrency, with no HTTP at all. One process per cell, like a server.
 
     python -m bench.backend_floor --op get --concurrency 32 --duration 5 --ids FILE  (env: DATABASE_URL, VAULT_*)
 
@@ -22,7 +22,11 @@ WORDS = ("stripe", "github", "openai", "twilio", "slack", "aws", "gcp", "azure",
 
 
 async def run(op: str, concurrency: int, duration: float, ids: list[str]) -> dict[str, Any]:
-    backend = await Backend.from_env()
+    async with Backend.from_env() as backend:
+        return await measure(backend, op, concurrency, duration, ids)
+
+
+async def measure(backend: Backend, op: str, concurrency: int, duration: float, ids: list[str]) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     next_delete = 0
@@ -77,7 +81,6 @@ async def run(op: str, concurrency: int, duration: float, ids: list[str]) -> dic
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - began
-    await backend.close()
     latencies.sort()
 
     def pct(p: float) -> float:

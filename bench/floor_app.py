@@ -18,7 +18,7 @@ _NOT_FOUND = msgspec.json.encode({"detail": "Credential not found"})
 
 
 def create_app() -> Any:
-    state: dict[str, Backend] = {}
+    state: dict[str, Any] = {}
 
     async def read_body(receive: Any) -> bytes:
         chunks = []
@@ -37,10 +37,11 @@ def create_app() -> Any:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    state["backend"] = await Backend.from_env()
+                    state["opened"] = Backend.from_env()
+                    state["backend"] = await state["opened"].__aenter__()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
-                    await state["backend"].close()
+                    await state["opened"].__aexit__(None, None, None)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         backend = state["backend"]

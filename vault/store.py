@@ -183,7 +183,7 @@ class SecretStore:
         ``max_versions`` is set on the key: Vault destroys versions older than the newest ``max_versions``.
         """
         path = secret_path(ctx.workspace, credential_id)
-        ciphertext = await self._encrypt(ctx, credential_id, plaintext)
+        ciphertext = await self.encrypt_unbatched(ctx, credential_id, plaintext)
 
         def write() -> int:
             kv = self._client.secrets.kv.v2
@@ -200,7 +200,7 @@ class SecretStore:
 
     async def update(self, ctx: CallContext, credential_id: str, plaintext: Secret, expected_version: int) -> int:
         """Store a new version if the current one is ``expected_version`` (else ``VersionConflict``)."""
-        ciphertext = await self._encrypt(ctx, credential_id, plaintext)
+        ciphertext = await self.encrypt_unbatched(ctx, credential_id, plaintext)
         return await self.write_ciphertext(ctx, credential_id, ciphertext, expected_version)
 
     async def write_ciphertext(
@@ -254,6 +254,10 @@ class SecretStore:
 
     async def read(self, ctx: CallContext, credential_id: str, version: int) -> Secret:
         """The decrypted plaintext of one version."""
+        return await self.read_unbatched(ctx, credential_id, version)
+
+    async def read_unbatched(self, ctx: CallContext, credential_id: str, version: int) -> Secret:
+        """KV read, then transit decrypt, each through hvac in the thread pool (the path without the batcher)."""
         ciphertext = await self.read_ciphertext(ctx, credential_id, version)
 
         def decrypt() -> Secret:
@@ -327,7 +331,9 @@ class SecretStore:
         except VaultError:
             return False
 
-    async def _encrypt(self, ctx: CallContext, credential_id: str, plaintext: Secret) -> str:
+    async def encrypt_unbatched(self, ctx: CallContext, credential_id: str, plaintext: Secret) -> str:
+        """One transit encrypt through hvac in the thread pool (the path without the batcher)."""
+
         def encrypt() -> str:
             response = self._client.secrets.transit.encrypt_data(
                 name=self.transit_key,

@@ -65,7 +65,10 @@ class Backend:
     @contextlib.asynccontextmanager
     async def from_env(cls) -> AsyncIterator[Backend]:
         workers = int(os.environ.get("CREDENTIALS_VAULT_WORKERS", "32"))
-        store = SecretStore.connect(os.environ["VAULT_ADDR"], os.environ["VAULT_TOKEN"], workers=workers, timeout=10)
+        # fast_path=None: hvac in the thread pool for every call, as a plain service would (the floor stays fixed).
+        store = SecretStore.connect(
+            os.environ["VAULT_ADDR"], os.environ["VAULT_TOKEN"], workers=workers, timeout=10, fast_path=None
+        )
         try:
             async with database.connection_pool(
                 os.environ["DATABASE_URL"],

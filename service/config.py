@@ -159,7 +159,8 @@ class LifecycleSettings(Section, frozen=True, kw_only=True):
     """How long secrets, versions and deletions are kept."""
 
     max_versions: Annotated[int, Env("CREDENTIALS_MAX_VERSIONS"), msgspec.Meta(ge=1, le=100)] = 10
-    """KV versions kept per credential; older ones are destroyed by Vault."""
+    """KV versions kept per credential; older ones are destroyed by Vault. It is the KV mount's config, written by
+    ``credctl vault-bootstrap`` (so a create costs no per-key metadata call): run the bootstrap after changing it."""
     delete_retention_seconds: Annotated[
         int, Env("CREDENTIALS_DELETE_RETENTION"), msgspec.Meta(ge=0, le=3650 * _DAY)
     ] = 7 * _DAY

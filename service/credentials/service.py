@@ -62,6 +62,7 @@ class Lifecycle:
     """How long versions and deletions are kept, and how the list counts (``CREDENTIALS_*`` lifecycle settings)."""
 
     max_versions: int = 10
+    """Informational: versions kept is the KV mount's config, written by ``credctl vault-bootstrap``."""
     delete_retention: timedelta = timedelta(days=7)
     exact_count_limit: int = 10_000
 
@@ -114,19 +115,7 @@ class CredentialService:
         await rows.insert(credential.row())
         call = ctx.vault()
         try:
-            stored = await self.store.create(
-                call,
-                str(credential.id),
-                secret.plaintext,
-                custom_metadata={
-                    "workspace_id": ctx.workspace_id,
-                    "credential_id": str(credential.id),
-                    "created_by": ctx.actor_id,
-                    "auth_type": data.auth_type.value,
-                    "request_id": ctx.request_id,
-                },
-                max_versions=self.lifecycle.max_versions,
-            )
+            stored = await self.store.create(call, str(credential.id), secret.plaintext)
             await rows.activate(credential.id, stored.version, ctx.actor_id)
         except BaseException:
             await self._undo_create(call, credential.id)

@@ -87,9 +87,13 @@ async def test_an_item_error_is_raised_in_its_own_request_only(store: SecretStor
     assert isinstance(first, Secret)
     assert isinstance(third, Secret)
     assert (first.reveal(), third.reveal()) == (b"secret-0", b"secret-2")
+    # The KV reads before the decrypts end at different times, so the decrypts may fall into one or two windows;
+    # either way every request is named, once, by the call that carried its item.
     calls = transit_entries(bao, offset, "decrypt")
-    assert len(calls) == 1
-    assert calls[0]["request"]["headers"]["x-request-id"] == [c.request_id for c in callers]
+    named = [rid for call in calls for rid in call["request"]["headers"]["x-request-id"]]
+    assert sorted(named) == sorted(c.request_id for c in callers)
+    for call in calls:
+        assert len(call["response"]["data"]["batch_results"]) == len(call["request"]["headers"]["x-request-id"])
 
 
 async def test_a_failed_call_fails_every_request_it_served(bao: BaoServer) -> None:

@@ -92,8 +92,6 @@ async def test_an_item_error_is_raised_in_its_own_request_only(store: SecretStor
     calls = transit_entries(bao, offset, "decrypt")
     named = [rid for call in calls for rid in call["request"]["headers"]["x-request-id"]]
     assert sorted(named) == sorted(c.request_id for c in callers)
-    for call in calls:
-        assert len(call["response"]["data"]["batch_results"]) == len(call["request"]["headers"]["x-request-id"])
 
 
 async def test_a_failed_call_fails_every_request_it_served(bao: BaoServer) -> None:

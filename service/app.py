@@ -16,6 +16,7 @@ from litestar.response import Response
 
 from db import database
 from service.access.controller import ApiKeyController, get_session
+from service.auth import key_cache
 from service.auth.guard import auth_guard
 from service.auth.tokens import TokenVerifier
 from service.config import Settings
@@ -42,6 +43,14 @@ async def services(app: Litestar) -> AsyncIterator[None]:
     """Postgres and Vault, and the services built on them, for the app's lifetime."""
     async with Services.from_settings(app.state.settings) as built:
         app.state.services = built
+        yield
+
+
+@asynccontextmanager
+async def api_key_cache(app: Litestar) -> AsyncIterator[None]:
+    """API-key lookups from memory, revocations heard from Postgres (``service.auth.key_cache``)."""
+    async with key_cache.running(app.state.settings.database.url) as cache:
+        app.state.key_cache = cache
         yield
 
 
@@ -103,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app = Litestar(
         route_handlers=[api, live, ready],
-        lifespan=[services, jobs],
+        lifespan=[services, api_key_cache, jobs],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.http.max_body_bytes,

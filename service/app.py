@@ -25,7 +25,8 @@ from service.credentials.controller import CredentialController
 from service.credentials.service import CredentialService
 from service.errors import EXCEPTION_HANDLERS
 from service.maintenance.jobs import scheduled
-from service.openapi import COMPONENTS, WORKSPACE_HEADER, follow_fastapi, operation_id
+from service.openapi import COMPONENTS, document_workspace_header, follow_fastapi, operation_id
+from service.runtime import tuned_gc
 from service.schemas import ReadSchema
 from service.services import Services
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext
@@ -102,7 +103,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/api/v1",
         route_handlers=[CredentialController, ApiKeyController, get_session],
         guards=[auth_guard],
-        parameters=WORKSPACE_HEADER,
         dependencies={
             "ctx": Provide(provide_context, sync_to_thread=False),
             # Not "credentials": Litestar would take a body field of that name for this dependency in its errors.
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app = Litestar(
         route_handlers=[api, live, ready],
-        lifespan=[services, api_key_cache, jobs],
+        lifespan=[services, api_key_cache, jobs, tuned_gc],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.http.max_body_bytes,
@@ -133,4 +133,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     follow_fastapi(app)
+    document_workspace_header(app)
     return app

@@ -153,6 +153,10 @@ class HttpSettings(Section, frozen=True, kw_only=True):
     """Request bodies larger than this answer 413."""
     retry_after_seconds: Annotated[int, Env("CREDENTIALS_RETRY_AFTER"), msgspec.Meta(ge=1, le=3600)] = 5
     """The ``Retry-After`` sent with 503 when a backend is unavailable."""
+    workers: Annotated[int, Env("CREDENTIALS_WORKERS"), msgspec.Meta(ge=1, le=64)] = 1
+    """Worker processes of ``credctl serve`` (``--workers`` overrides). One process runs one event loop on one core:
+    in production set it to the cores the service may use (each worker has its own pools, key cache and batcher;
+    size ``CREDENTIALS_DB_POOL_MAX`` x workers within Postgres's ``max_connections``)."""
 
 
 class LifecycleSettings(Section, frozen=True, kw_only=True):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
+
+import asyncpg
 
 from db.tables import ApiKey
 
 COLUMNS = tuple(column._meta.db_column_name for column in ApiKey._meta.columns)
 _SELECT = ", ".join(COLUMNS)
+CHANNEL = "api_key_changed"
+"""Notified with a key's lookup id on every update or delete of the key (a trigger, migration 2026-12-01T11:00),
+so every instance drops it from its cache."""
 REVOKED = "revoked"
 """The status of a revoked key: its row stays, so ``created_by`` of its credentials still names it."""
 
@@ -59,3 +65,23 @@ async def revoke(key_id: uuid.UUID, workspace_id: str | None, when: datetime) ->
         *([workspace_id] if workspace_id is not None else []),
     )
     return rows[0] if rows else None
+
+
+@contextlib.asynccontextmanager
+async def changes(
+    database_url: str, changed: Callable[[str], None], lost: Callable[[], None]
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own listening on ``CHANNEL``: ``changed(lookup_id)`` per notification, ``lost()`` when
+    the connection drops."""
+    connection = await asyncpg.connect(database_url, timeout=10)
+
+    def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        changed(payload)
+
+    try:
+        connection.add_termination_listener(lambda _conn: lost())
+        await connection.add_listener(CHANNEL, on_notify)
+        yield connection
+    finally:
+        if not connection.is_closed():
+            await connection.close(timeout=5)

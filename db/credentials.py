@@ -132,18 +132,29 @@ async def get(f: CredentialFilter, *, lock: bool = False) -> dict[str, Any] | No
 
 
 async def page(
-    f: CredentialFilter, *, skip: int, limit: int, exact_count_limit: int
+    f: CredentialFilter,
+    *,
+    skip: int,
+    limit: int,
+    exact_count_limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """A page, newest first, and the total number of rows matching.
+
+    ``after``: keyset pagination, rows strictly after this ``(created_at, id)`` in the list's order (the index on
+    the workspace's rows newest first serves it at any depth); the total still counts every match.
 
     The total is exact up to ``exact_count_limit`` rows. Past it, counting every row would make each page cost
     as much as the whole workspace (seconds at a million rows), so the planner's estimate is given instead (never
     below the limit + 1).
     """
     where = _where(f)
+    keyset = _Where().add("(created_at, id) < ({}, {})", *after) if after is not None else None
     rows = await Credential.raw(
-        f"SELECT {_SELECT} FROM credential WHERE {where.sql} ORDER BY created_at DESC, id DESC OFFSET {{}} LIMIT {{}}",
+        f"SELECT {_SELECT} FROM credential WHERE {where.sql}{f' AND {keyset.sql}' if keyset else ''} "
+        "ORDER BY created_at DESC, id DESC OFFSET {} LIMIT {}",
         *where.args,
+        *(keyset.args if keyset else []),
         skip,
         limit,
     )

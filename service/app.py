@@ -16,6 +16,7 @@ from litestar.response import Response
 
 from db import database
 from service.access.controller import ApiKeyController, get_session
+from service.auth import key_cache
 from service.auth.guard import auth_guard
 from service.auth.tokens import TokenVerifier
 from service.config import Settings
@@ -24,7 +25,8 @@ from service.credentials.controller import CredentialController
 from service.credentials.service import CredentialService
 from service.errors import EXCEPTION_HANDLERS
 from service.maintenance.jobs import scheduled
-from service.openapi import COMPONENTS, WORKSPACE_HEADER, follow_fastapi, operation_id
+from service.openapi import COMPONENTS, document_workspace_header, follow_fastapi, operation_id
+from service.runtime import tuned_gc
 from service.schemas import ReadSchema
 from service.services import Services
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext
@@ -42,6 +44,14 @@ async def services(app: Litestar) -> AsyncIterator[None]:
     """Postgres and Vault, and the services built on them, for the app's lifetime."""
     async with Services.from_settings(app.state.settings) as built:
         app.state.services = built
+        yield
+
+
+@asynccontextmanager
+async def api_key_cache(app: Litestar) -> AsyncIterator[None]:
+    """API-key lookups from memory, revocations heard from Postgres (``service.auth.key_cache``)."""
+    async with key_cache.running(app.state.settings.database.url) as cache:
+        app.state.key_cache = cache
         yield
 
 
@@ -93,7 +103,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/api/v1",
         route_handlers=[CredentialController, ApiKeyController, get_session],
         guards=[auth_guard],
-        parameters=WORKSPACE_HEADER,
         dependencies={
             "ctx": Provide(provide_context, sync_to_thread=False),
             # Not "credentials": Litestar would take a body field of that name for this dependency in its errors.
@@ -103,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app = Litestar(
         route_handlers=[api, live, ready],
-        lifespan=[services, jobs],
+        lifespan=[services, api_key_cache, jobs, tuned_gc],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.http.max_body_bytes,
@@ -124,4 +133,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     follow_fastapi(app)
+    document_workspace_header(app)
     return app

@@ -153,13 +153,18 @@ class HttpSettings(Section, frozen=True, kw_only=True):
     """Request bodies larger than this answer 413."""
     retry_after_seconds: Annotated[int, Env("CREDENTIALS_RETRY_AFTER"), msgspec.Meta(ge=1, le=3600)] = 5
     """The ``Retry-After`` sent with 503 when a backend is unavailable."""
+    workers: Annotated[int, Env("CREDENTIALS_WORKERS"), msgspec.Meta(ge=1, le=64)] = 1
+    """Worker processes of ``credctl serve`` (``--workers`` overrides). One process runs one event loop on one core:
+    in production set it to the cores the service may use (each worker has its own pools, key cache and batcher;
+    size ``CREDENTIALS_DB_POOL_MAX`` x workers within Postgres's ``max_connections``)."""
 
 
 class LifecycleSettings(Section, frozen=True, kw_only=True):
     """How long secrets, versions and deletions are kept."""
 
     max_versions: Annotated[int, Env("CREDENTIALS_MAX_VERSIONS"), msgspec.Meta(ge=1, le=100)] = 10
-    """KV versions kept per credential; older ones are destroyed by Vault."""
+    """KV versions kept per credential; older ones are destroyed by Vault. It is the KV mount's config, written by
+    ``credctl vault-bootstrap`` (so a create costs no per-key metadata call): run the bootstrap after changing it."""
     delete_retention_seconds: Annotated[
         int, Env("CREDENTIALS_DELETE_RETENTION"), msgspec.Meta(ge=0, le=3650 * _DAY)
     ] = 7 * _DAY

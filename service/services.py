@@ -128,4 +128,4 @@ async def open_secret_store(settings: Settings, workers: int) -> AsyncIterator[S
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-        store.close()
+        await store.aclose()

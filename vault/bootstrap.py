@@ -64,6 +64,10 @@ def seconds(duration: str | int) -> int:
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
+KV_MAX_VERSIONS = 10
+"""Versions kept per credential by default (the KV mount's config; ``CREDENTIALS_MAX_VERSIONS``)."""
+
+
 @translated
 def bootstrap(
     client: hvac.Client,
@@ -75,6 +79,7 @@ def bootstrap(
     role: str = SERVICE_ROLE,
     token_ttl: str | int = DEFAULT_TOKEN_TTL,
     token_max_ttl: str | int = DEFAULT_TOKEN_MAX_TTL,
+    max_versions: int = KV_MAX_VERSIONS,
 ) -> list[Step]:
     """Bring Vault to the state the service needs; running it again changes nothing and says so.
 
@@ -100,6 +105,13 @@ def bootstrap(
         raise BootstrapError(f"{kv_mount}/ is mounted but is not KV version 2")
     else:
         steps.append(Step(f"KV v2 engine at {kv_mount}/", False))
+
+    # The service writes no per-key metadata on create (one Vault round trip less): versions kept is the mount's.
+    kv_config = client.adapter.get(f"/v1/{kv_mount}/config")["data"]
+    changed = kv_config.get("max_versions") != max_versions
+    if changed:
+        client.adapter.post(f"/v1/{kv_mount}/config", json={"max_versions": max_versions})
+    steps.append(Step(f"{kv_mount}/config max_versions={max_versions}", changed))
 
     # Without disable_upsert, an encrypt call against a missing key silently creates one.
     upsert = client.adapter.get(f"/v1/{transit_mount}/config/keys")["data"]

@@ -49,7 +49,7 @@ class VaultRequestRejected(VaultError):
     """Vault rejected the request as malformed (a 4xx other than the ones above)."""
 
 
-_CAS_MISMATCH = "check-and-set parameter did not match"
+CAS_MISMATCH = "check-and-set parameter did not match"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -64,7 +64,7 @@ def translate(exc: BaseException) -> VaultError:
     if isinstance(exc, hvac.exceptions.InvalidPath):
         return SecretNotFound(str(exc))
     if isinstance(exc, hvac.exceptions.InvalidRequest):
-        if any(_CAS_MISMATCH in str(error) for error in exc.errors or [str(exc)]):
+        if any(CAS_MISMATCH in str(error) for error in exc.errors or [str(exc)]):
             return VersionConflict(str(exc))
         return VaultRequestRejected(str(exc))
     if isinstance(

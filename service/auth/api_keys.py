@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from db import api_keys
+from service.auth.key_cache import KeyCache
 from service.auth.principal import Permission, Principal
 from service.errors import Unauthorized
 
@@ -103,10 +104,16 @@ async def revoke(key_id: str, workspace_id: str | None = None) -> dict[str, Any]
     return await api_keys.revoke(kid, workspace_id, datetime.now(UTC))
 
 
-async def principal_of(key: str) -> Principal:
-    """The principal a presented key stands for, or 401."""
+async def principal_of(key: str, cache: KeyCache | None = None) -> Principal:
+    """The principal a presented key stands for, or 401. With ``cache``, the key's row usually comes from memory
+    (``service.auth.key_cache``); the presented secret is hashed and compared in constant time either way."""
     match = _KEY_FORMAT.match(key)
-    row = await api_keys.by_lookup(match.group(1)) if match else None
+    if match is None:
+        row = None
+    elif cache is not None:
+        row = await cache.lookup(match.group(1))
+    else:
+        row = await api_keys.by_lookup(match.group(1))
     presented = _hash(match.group(2)) if match else _DUMMY_HASH
     valid = hmac.compare_digest(presented, row["secret_hash"] if row else _DUMMY_HASH) and row is not None
     if not valid or row is None or row["status"] != ACTIVE:

@@ -20,6 +20,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from service.auth import api_keys
+from service.auth.key_cache import KeyCache
 from service.auth.principal import ROLE_PERMISSIONS, Permission, Principal
 from service.auth.tokens import SUPABASE_PREFIX, TokenVerifier
 from service.context import RequestContext
@@ -51,8 +52,8 @@ def _check_length(requested: str | None) -> None:
         )
 
 
-async def _api_key_principal(key: str, requested: str | None) -> Principal:
-    principal = await api_keys.principal_of(key)
+async def _api_key_principal(key: str, requested: str | None, cache: KeyCache | None) -> Principal:
+    principal = await api_keys.principal_of(key, cache)
     _check_length(requested)
     if requested is not None and not hmac.compare_digest(requested.encode(), principal.workspace_id.encode()):
         raise Forbidden("X-Workspace-Id does not match the API key's workspace")
@@ -96,7 +97,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], verifier:
     requested = connection.headers.get("x-workspace-id")
     if kind == "token":
         return _user_principal(credential, requested, verifier)
-    return await _api_key_principal(credential, requested)
+    return await _api_key_principal(credential, requested, getattr(connection.app.state, "key_cache", None))
 
 
 async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

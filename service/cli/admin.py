@@ -11,7 +11,7 @@ from typing import TypeVar
 import click
 
 from service.cli.base import config_errors, fail, main
-from service.config import DatabaseSettings, VaultSettings
+from service.config import DatabaseSettings, LifecycleSettings, VaultSettings
 
 T = TypeVar("T")
 
@@ -60,6 +60,7 @@ def vault_bootstrap(
         fail("--new-secret-id needs --approle-out DIR (where the new secret id is written)")
     with config_errors():
         vault = VaultSettings.from_env()
+        max_versions = LifecycleSettings.from_env().max_versions  # the KV mount's config, written here
     if not vault.token:
         fail("vault-bootstrap needs VAULT_ADDR and an operator's VAULT_TOKEN")
     client = make_client(vault.addr, vault.token, pool_size=1, timeout=10)
@@ -72,6 +73,7 @@ def vault_bootstrap(
             kv_mount=vault.kv_mount,
             token_ttl=token_ttl,
             token_max_ttl=token_max_ttl,
+            max_versions=max_versions,
         )
         if approle_out is not None:
             steps += write_approle_credentials(client, approle_out, new_secret_id=new_secret_id)

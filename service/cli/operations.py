@@ -36,12 +36,13 @@ def _with_services(work: Callable[[Services], Awaitable[T]]) -> T:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int, help="uvicorn worker processes")
-def serve(host: str, port: int, workers: int) -> None:
+@click.option("--workers", default=None, type=int, help="uvicorn worker processes [default: CREDENTIALS_WORKERS, 1]")
+def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the API against the configured Vault and Postgres."""
     import uvicorn
 
-    _settings()  # fail here, with the setting's name, rather than inside a worker
+    settings = _settings()  # fail here, with the setting's name, rather than inside a worker
+    workers = workers or settings.http.workers
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 

@@ -119,10 +119,23 @@ class CredentialController(Controller):
         search: Annotated[
             str | None, QueryParameter(max_length=255, description="Case-insensitive match in label and description")
         ] = None,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=200,
+                description="Addition: the next_cursor of the previous page (keyset pagination, beside skip/limit)",
+            ),
+        ] = None,
     ) -> CredentialList:
         """List credentials with optional filters, newest first. Served from Postgres alone."""
         query = ListQuery(
-            skip=skip, limit=limit, credential_type=credential_type, auth_type=auth_type, status=status, search=search
+            skip=skip,
+            limit=limit,
+            credential_type=credential_type,
+            auth_type=auth_type,
+            status=status,
+            search=search,
+            cursor=cursor,
         )
         return await service.list(ctx, query)
 

@@ -160,6 +160,8 @@ class CredentialList(Page, frozen=True, kw_only=True):
     """Schema for listing credentials."""
 
     credentials: list[CredentialRead]
+    next_cursor: str | None = None
+    """Addition: pass as ``cursor`` for the page after this one (keyset pagination); null on the last page."""
 
 
 class CredentialDeleted(ReadSchema, frozen=True, kw_only=True):

@@ -23,7 +23,7 @@ from db import credentials as rows
 from db import database, versions
 from db.credentials import State
 from service.context import RequestContext
-from service.credentials import model, secrets
+from service.credentials import cursor, model, secrets
 from service.credentials.model import Action, Credential, Status, parse_id, visible_to
 from service.credentials.refresh import Refresher
 from service.credentials.schemas import (
@@ -55,6 +55,7 @@ class ListQuery:
     auth_type: AuthType | None = None
     status: str | None = None
     search: str | None = None
+    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class Lifecycle:
     """How long versions and deletions are kept, and how the list counts (``CREDENTIALS_*`` lifecycle settings)."""
 
     max_versions: int = 10
+    """Informational: versions kept is the KV mount's config, written by ``credctl vault-bootstrap``."""
     delete_retention: timedelta = timedelta(days=7)
     exact_count_limit: int = 10_000
 
@@ -114,19 +116,7 @@ class CredentialService:
         await rows.insert(credential.row())
         call = ctx.vault()
         try:
-            stored = await self.store.create(
-                call,
-                str(credential.id),
-                secret.plaintext,
-                custom_metadata={
-                    "workspace_id": ctx.workspace_id,
-                    "credential_id": str(credential.id),
-                    "created_by": ctx.actor_id,
-                    "auth_type": data.auth_type.value,
-                    "request_id": ctx.request_id,
-                },
-                max_versions=self.lifecycle.max_versions,
-            )
+            stored = await self.store.create(call, str(credential.id), secret.plaintext)
             await rows.activate(credential.id, stored.version, ctx.actor_id)
         except BaseException:
             await self._undo_create(call, credential.id)
@@ -167,14 +157,21 @@ class CredentialService:
             status=None if query.status is None else model.status_filter(query.status, model.now()),
             search=query.search or None,
         )
+        after = None if query.cursor is None else cursor.decode(query.cursor)
         page, total = await rows.page(
-            found, skip=query.skip, limit=query.limit, exact_count_limit=self.lifecycle.exact_count_limit
+            found,
+            skip=query.skip,
+            limit=query.limit,
+            exact_count_limit=self.lifecycle.exact_count_limit,
+            after=None if after is None else (after.created_at, after.id),
         )
+        last = page[-1] if len(page) == query.limit else None
         return CredentialList(
             credentials=[Credential.from_row(row).read() for row in page],
             total=total,
             page=query.skip // query.limit + 1,
             size=query.limit,
+            next_cursor=None if last is None else cursor.encode(last["created_at"], last["id"]),
         )
 
     async def reveal(self, ctx: RequestContext, credential_id: str, version: int | None = None) -> CredentialSecret:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -249,7 +250,14 @@ async def test_versions_list_restore_and_reveal_old(client: httpx.AsyncClient, c
 
 
 async def test_only_max_versions_are_kept(database_url: str, bao: BaoServer, make_caller: MakeCaller) -> None:
-    async with running_app(settings_for(database_url, bao, CREDENTIALS_MAX_VERSIONS="2")) as client:
+    """Versions kept is the KV mount's config, which the bootstrap writes (no per-key call on create)."""
+    admin = hvac.Client(url=bao.addr, token=bao.token)
+    mount = f"kv_{uuid.uuid4().hex[:8]}"
+    admin.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
+    # What `credctl vault-bootstrap` writes with CREDENTIALS_MAX_VERSIONS=2 (a mount of its own: the bao is shared).
+    admin.adapter.post(f"/v1/{mount}/config", json={"max_versions": 2})
+    settings = settings_for(database_url, bao, CREDENTIALS_KV_MOUNT=mount)
+    async with running_app(settings) as client:
         caller = await make_caller()
         created = await create(client, caller, credentials={"api_key": "v1"})
         for value in ("v2", "v3"):
@@ -359,7 +367,7 @@ async def test_revoke_is_terminal_and_destroys_every_version(
         path=secret_path(caller.workspace, created["id"]), mount_point="credentials"
     )["data"]
     assert [metadata["versions"][v]["destroyed"] for v in ("1", "2")] == [True, True]
-    assert metadata["custom_metadata"]["credential_id"] == created["id"]  # kept for audit
+    assert sorted(metadata["versions"]) == ["1", "2"]  # the metadata is kept for audit
     for method, path, body in (
         ("POST", "/reveal", None),
         ("PUT", "", {"label": "x"}),
@@ -503,7 +511,7 @@ async def test_revoke_destroys_a_version_written_above_the_served_one(
         # An update that reached Vault but never Postgres: version 2 exists, the row still serves 1.
         await store.update(ctx, created["id"], Secret(b'{"api_key":"unserved"}'), expected_version=1)
     finally:
-        store.close()
+        await store.aclose()
 
     assert (await client.post(f"{API}/{created['id']}/revoke", headers=caller.headers)).status_code == 200
 

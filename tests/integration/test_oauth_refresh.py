@@ -291,7 +291,7 @@ async def test_the_row_lock_alone_keeps_fifty_service_objects_to_one_refresh(
         )
         elapsed = time.perf_counter() - started
     finally:
-        store.close()
+        await store.aclose()
 
     assert endpoint.calls == 1
     assert {r.credentials["access_token"] for r in revealed} == set(endpoint.issued_access)

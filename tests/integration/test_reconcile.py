@@ -25,7 +25,7 @@ LONG_AGO = datetime.now(UTC) - timedelta(hours=1)
 async def store(settings: Settings) -> AsyncIterator[SecretStore]:
     store = SecretStore.connect(settings.vault.addr, settings.vault.token or "", workers=2, timeout=5)
     yield store
-    store.close()
+    await store.aclose()
 
 
 def kv(bao: BaoServer) -> hvac.api.secrets_engines.KvV2:
@@ -48,7 +48,7 @@ async def test_reconcile_dry_run_reports_then_apply_repairs(
     )
     # 3. A secret whose row is gone.
     orphan = str(uuid.uuid4())
-    await store.create(ctx, orphan, Secret(b'{"k":"v"}'), custom_metadata={"workspace_id": caller.workspace})
+    await store.create(ctx, orphan, Secret(b'{"k":"v"}'))
     # 4. An update that wrote Vault but not Postgres.
     ahead = (await client.post(API, json=new_credential(), headers=caller.headers)).json()
     await store.update(ctx, ahead["id"], Secret(b'{"k":"unserved"}'), expected_version=1)

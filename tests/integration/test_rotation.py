@@ -28,7 +28,7 @@ CREDCTL = str(Path(sys.executable).parent / "credctl")
 async def store(settings: Settings) -> AsyncIterator[SecretStore]:
     store = SecretStore.connect(settings.vault.addr, settings.vault.token or "", workers=4, timeout=5)
     yield store
-    store.close()
+    await store.aclose()
 
 
 def ciphertext_of(bao: BaoServer, workspace: str, cid: str) -> str:

@@ -113,7 +113,7 @@ async def kv_keys(bao: BaoServer) -> AsyncIterator[KvKeys]:
     try:
         yield keys
     finally:
-        store.close()
+        await store.aclose()
 
 
 # --- create: string lengths --------------------------------------------------------------------------------------

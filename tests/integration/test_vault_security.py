@@ -318,8 +318,12 @@ def test_bootstrap_twice_changes_nothing_the_second_time(fresh_bao: BaoServer, t
         key = client.secrets.transit.read_key(name="credentials")["data"]
         config = client.adapter.get("/v1/transit/config/keys")["data"]
         role = client.adapter.get("/v1/auth/approle/role/credentials-service")["data"]
+        kv_config = client.adapter.get("/v1/credentials/config")["data"]
     finally:
         client.adapter.close()
+
+    # Versions kept is the mount's config, so a create needs no per-key metadata call.
+    assert kv_config["max_versions"] == 10
 
     assert [step.changed for step in first] == [True] * len(first)
     assert [step.changed for step in second] == [False] * len(first)
@@ -355,7 +359,7 @@ def test_vault_bootstrap_command_writes_approle_files_the_service_logs_in_with(
     rotated = credctl("vault-bootstrap", "--approle-out", str(out), "--new-secret-id", env=env)
 
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines()[-1] == "13 change(s)"
+    assert first.stdout.splitlines()[-1] == "14 change(s)"
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines()[-1] == "nothing to change: Vault was already bootstrapped"
     assert all(line.startswith("ok ") for line in second.stdout.splitlines()[:-1])

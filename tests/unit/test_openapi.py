@@ -413,7 +413,7 @@ def test_the_list_operation_declares_its_query_parameters(document: dict[str, An
     op = operation(document, CREATE_PATH, "get")
     query = {p["name"]: p for p in op["parameters"] if p["in"] == "query"}
 
-    assert set(query) == {"skip", "limit", "credential_type", "auth_type", "status", "search"}
+    assert set(query) == {"skip", "limit", "credential_type", "auth_type", "status", "search", "cursor"}
     assert all(p.get("required", False) is False for p in query.values())
     shapes = {name: normalise(p["schema"]) for name, p in query.items()}
     assert shapes["skip"] == {"type": "integer", "minimum": 0, "default": 0, "nullable": False}
@@ -424,7 +424,8 @@ def test_the_list_operation_declares_its_query_parameters(document: dict[str, An
         assert (shapes[name]["type"], shapes[name]["nullable"]) == ("string", True)
     assert ref_of(op["responses"]["200"]).rsplit("/", 1)[-1] in {"CredentialList", "CredentialListResponse"}
     listing = component(document, ref_of(op["responses"]["200"]).rsplit("/", 1)[-1])
-    assert set(listing["properties"]) == set(listing["required"]) == {"credentials", "total", "page", "size"}
+    assert set(listing["required"]) == {"credentials", "total", "page", "size"}
+    assert set(listing["properties"]) == {"credentials", "total", "page", "size", "next_cursor"}  # addition
 
 
 def test_the_update_body_is_all_optional_with_the_seeds_limits(document: dict[str, Any]) -> None:

@@ -88,6 +88,9 @@ class DatabaseSettings(Section, frozen=True, kw_only=True):
     """Connections the pool keeps open."""
     pool_max: Annotated[int, Env("CREDENTIALS_DB_POOL_MAX"), msgspec.Meta(ge=1, le=1000)] = 32
     """Most connections the pool opens."""
+    connect_timeout: Annotated[float, Env("CREDENTIALS_DB_CONNECT_TIMEOUT"), msgspec.Meta(gt=0, le=300)] = 10.0
+    """Seconds to open one Postgres connection (TCP, TLS, authentication) before giving up: a server that accepts
+    connections but never answers fails the start-up (and every ``credctl`` command) after this long."""
 
     def __post_init__(self) -> None:
         if self.pool_min > self.pool_max:
@@ -244,6 +247,8 @@ class Settings(Section, frozen=True, kw_only=True):
     """Allows placeholder and root tokens; never in production."""
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Env("CREDENTIALS_LOG_LEVEL")] = "INFO"
     """How much the service logs."""
+    log_format: Annotated[Literal["text", "json"], Env("CREDENTIALS_LOG_FORMAT")] = "text"
+    """``json``: one JSON object per line, each with the request id, actor and workspace of the request it serves."""
 
     def __post_init__(self) -> None:
         if self.dev_mode:

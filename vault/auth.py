@@ -240,4 +240,5 @@ class AppRoleTokenManager(TokenManager):
         # Calls now fail fast until the backoff passes; the next one after that tries to log in again.
         self._renew_at = self._clock()
         self._renewable = False
-        log.error("Vault login failed: %s", error)
+        if self.client.token:  # a re-login failed while serving; the first login's failure is the start-up's error
+            log.error("Vault login failed: %s", error)

@@ -41,7 +41,15 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the API against the configured Vault and Postgres."""
     import uvicorn
 
-    _settings()  # fail here, with the setting's name, rather than inside a worker
+    settings = _settings()  # fail here, with the setting's name, rather than inside a worker
+
+    async def preflight() -> None:
+        # Postgres and Vault are opened once here, so that a dead or misconfigured one ends `serve` with one line
+        # (StartupError) rather than with the traceback uvicorn prints for a failed lifespan.
+        async with Services.from_settings(settings, one_off=True):
+            pass
+
+    asyncio.run(preflight())
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 

@@ -14,7 +14,7 @@ from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 
-from db import database
+from service import readiness
 from service.access.controller import ApiKeyController, get_session
 from service.auth.guard import auth_guard
 from service.auth.tokens import TokenVerifier
@@ -72,15 +72,13 @@ async def live() -> Health:
 
 @get("/health/ready", tags=["Health"], summary="Readiness")
 async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
-    """Postgres and Vault both answer; 503 otherwise (with the failing check named)."""
-    checks = {"database": "ok", "vault": "ok"}
-    try:
-        await database.ping()
-    except Exception:
-        checks["database"] = "unavailable"
+    """Postgres answers with the current schema, and Vault answers with a token that may do the service's work; 503
+    otherwise, each failing check naming its reason (``unavailable``, or the configuration problem and its fix)."""
     built: Services = request.app.state.services
-    if not await built.store.ping(HEALTH_CHECK):
-        checks["vault"] = "unavailable"
+    checks = {
+        "database": await readiness.database_check(),
+        "vault": await readiness.vault_check(built.store, HEALTH_CHECK),
+    }
     ok = all(value == "ok" for value in checks.values())
     return Response(Health(status="ok" if ok else "unavailable", checks=checks), status_code=200 if ok else 503)
 

@@ -26,7 +26,7 @@ from vault.errors import (
 )
 
 
-class StartupError(Exception):
+class StartupError(RuntimeError):
     """A backend named by a setting cannot be used; the message is the one line an operator reads."""
 
 

@@ -14,7 +14,7 @@ from piccolo.apps.migrations.commands.forwards import run_forwards
 from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.postgres import PostgresEngine
 
-from db import piccolo_conf
+from db import metrics, piccolo_conf
 from db.tables import ApiKey, Credential, CredentialVersion
 
 TABLES = (Credential, ApiKey, CredentialVersion, Migration)
@@ -59,7 +59,9 @@ async def connection_pool(
     previous = piccolo_conf.DB
     await check_connection(database_url, connect_timeout)
     engine = await asyncio.to_thread(bind, database_url, connect_timeout)
-    await engine.start_connection_pool(min_size=min_size, max_size=max_size, reset=_keep_session)
+    await engine.start_connection_pool(
+        min_size=min_size, max_size=max_size, reset=_keep_session, init=metrics.instrument
+    )
     try:
         yield engine
     finally:

@@ -10,7 +10,6 @@ from typing import Any
 from litestar import Litestar, Request, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 
@@ -27,6 +26,9 @@ from service.maintenance.jobs import scheduled
 from service.openapi import COMPONENTS, WORKSPACE_HEADER, follow_fastapi, operation_id
 from service.schemas import ReadSchema
 from service.services import Services
+from service.telemetry.endpoint import metrics_endpoint
+from service.telemetry.logs import logging_config
+from service.telemetry.setup import instrument
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext
 
 HEALTH_CHECK = CallContext(request_id="health", actor=SERVICE_ACTOR, workspace=ANY_WORKSPACE)
@@ -100,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         signature_namespace={"RequestContext": RequestContext, "CredentialService": CredentialService},
     )
     app = Litestar(
-        route_handlers=[api, live, ready],
+        route_handlers=[api, live, ready, *([metrics_endpoint] if settings.telemetry.metrics else [])],
         lifespan=[services, jobs],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -114,12 +116,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             operation_id_creator=operation_id,
             use_handler_docstrings=True,
         ),
-        logging_config=LoggingConfig(
-            root={"level": settings.log_level, "handlers": ["queue_listener"]},
-            log_exceptions="never",
-        ),
+        logging_config=logging_config(settings.log_level, settings.log_format),
         state=State({"settings": settings}),
         debug=False,
     )
     follow_fastapi(app)
+    instrument(app, settings.telemetry)
     return app

@@ -234,6 +234,18 @@ class OAuthSettings(Section, frozen=True, kw_only=True):
     """A token endpoint answer larger than this is refused (502)."""
 
 
+class TelemetrySettings(Section, frozen=True, kw_only=True):
+    """Metrics and traces (logs: ``CREDENTIALS_LOG_LEVEL`` and ``CREDENTIALS_LOG_FORMAT``)."""
+
+    metrics: Annotated[bool, Env("CREDENTIALS_METRICS")] = True
+    """Serve Prometheus metrics at ``/metrics``."""
+    metrics_token: Annotated[str | None, Env("CREDENTIALS_METRICS_TOKEN", secret=True, file=True)] = None
+    """When set, ``/metrics`` answers only ``Authorization: Bearer <this>`` (else it is open: it holds no secret)."""
+    traces: Annotated[bool, Env("CREDENTIALS_OTEL_TRACES")] = False
+    """Emit OpenTelemetry traces (needs the ``telemetry`` extra): OTLP when its exporter is installed (configured by
+    the ``OTEL_EXPORTER_OTLP_*`` variables), else the console."""
+
+
 class Settings(Section, frozen=True, kw_only=True):
     """Everything the service is configured with (the README lists every variable)."""
 
@@ -243,6 +255,7 @@ class Settings(Section, frozen=True, kw_only=True):
     lifecycle: LifecycleSettings = LifecycleSettings()
     jwt: JwtSettings = JwtSettings()
     oauth: OAuthSettings = OAuthSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     dev_mode: Annotated[bool, Env("CREDENTIALS_DEV_MODE")] = False
     """Allows placeholder and root tokens; never in production."""
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Env("CREDENTIALS_LOG_LEVEL")] = "INFO"

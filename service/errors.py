@@ -30,6 +30,7 @@ from litestar.exceptions import ClientException, HTTPException, SerializationExc
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_500_INTERNAL_SERVER_ERROR
 
 from service.schemas import ReadSchema
+from service.telemetry.metrics import count_auth_failure
 from vault.errors import VaultError, VaultUnavailable
 
 log = logging.getLogger("service.errors")
@@ -237,6 +238,8 @@ def client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respons
 
 
 def service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
+    if isinstance(exc, Unauthorized | Forbidden):
+        count_auth_failure(exc.status_code, exc.detail)
     if isinstance(exc, RequestInvalid):
         return _json({"detail": exc.errors}, exc.status_code)
     headers = exc.headers

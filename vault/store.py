@@ -124,6 +124,10 @@ class SecretStore:
         """The token the store calls Vault with right now (tests prove its policy with it; never log it)."""
         return str(self._client.token)
 
+    def queued_calls(self) -> int:
+        """Vault calls waiting for a worker thread (the pool is saturated while this is above 0)."""
+        return self._executor._work_queue.qsize()  # the stdlib exposes no public count
+
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._client.adapter.close()

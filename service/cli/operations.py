@@ -41,7 +41,10 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the API against the configured Vault and Postgres."""
     import uvicorn
 
+    from service.telemetry.logs import logging_config
+
     settings = _settings()  # fail here, with the setting's name, rather than inside a worker
+    logging_config(settings.log_level, settings.log_format).configure()  # the preflight's lines, formatted as the app's
 
     async def preflight() -> None:
         # Postgres and Vault are opened once here, so that a dead or misconfigured one ends `serve` with one line

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterator
 
 import httpx
 import pytest

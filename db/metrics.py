@@ -40,7 +40,8 @@ DB_POOL_CONNECTIONS.labels("open").set_function(lambda: _pool_stat("get_size"))
 DB_POOL_CONNECTIONS.labels("idle").set_function(lambda: _pool_stat("get_idle_size"))
 DB_POOL_CONNECTIONS.labels("max").set_function(lambda: _pool_stat("get_max_size"))
 
-_VERB_TABLE = re.compile(r'^\s*(\w+)(?:.*?\b(?:FROM|INTO|UPDATE|TABLE)\s+"?(\w+))?', re.IGNORECASE | re.DOTALL)
+_VERB = re.compile(r"^\s*(\w+)")
+_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE|TABLE)\s+"?(\w+)', re.IGNORECASE)
 _tracer = _trace.get_tracer("credentials.db") if _trace is not None else None
 
 
@@ -51,11 +52,11 @@ def _pool_stat(name: str) -> float:
 
 @functools.lru_cache(maxsize=512)
 def operation(query: str) -> str:
-    match = _VERB_TABLE.match(query)
-    if not match:
+    verb = _VERB.match(query)
+    if not verb:
         return "other"
-    verb, table = match.group(1).upper(), match.group(2)
-    return f"{verb} {table.lower()}" if table else verb
+    table = _TABLE.search(query)
+    return f"{verb.group(1).upper()} {table.group(1).lower()}" if table else verb.group(1).upper()
 
 
 def observe(record: Any) -> None:

@@ -241,6 +241,8 @@ class TelemetrySettings(Section, frozen=True, kw_only=True):
     """Serve Prometheus metrics at ``/metrics``."""
     metrics_token: Annotated[str | None, Env("CREDENTIALS_METRICS_TOKEN", secret=True, file=True)] = None
     """When set, ``/metrics`` answers only ``Authorization: Bearer <this>`` (else it is open: it holds no secret)."""
+    access_log: Annotated[bool, Env("CREDENTIALS_ACCESS_LOG")] = True
+    """Write one log line per HTTP request (method, path, status, duration, request id, actor, workspace)."""
     traces: Annotated[bool, Env("CREDENTIALS_OTEL_TRACES")] = False
     """Emit OpenTelemetry traces (needs the ``telemetry`` extra): OTLP when its exporter is installed (configured by
     the ``OTEL_EXPORTER_OTLP_*`` variables), else the console."""

@@ -36,6 +36,7 @@ class RequestFields(logging.Filter):
         record.request_id = (state.get("request_id") if state else None) or request_id.get()
         record.actor = context.actor_id if context is not None else None
         record.workspace = context.workspace_id if context is not None else None
+        record.__dict__.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the message
         return True
 
 

@@ -18,9 +18,26 @@ from service.telemetry.logs import current_scope
 access = logging.getLogger("service.access")
 
 ASGIApp = Any
+# A method outside these is counted as OTHER: label values must not be whatever a client sends.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
-def telemetry(app: ASGIApp) -> ASGIApp:
+def _observe(route: str, method: str, status: int, seconds: float) -> None:
+    """Count and time one request; the labelled series are looked up once and kept (``labels()`` takes a lock and
+    builds a key on every call, the dominant cost otherwise)."""
+    key = (route, method, status)
+    series = _series.get(key)
+    if series is None:
+        series = _series[key] = (
+            metrics.HTTP_REQUESTS.labels(route, method, str(status)),
+            metrics.HTTP_SECONDS.labels(route, method),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
+
+
+def telemetry(app: ASGIApp, *, access_lines: bool = True) -> ASGIApp:
     async def serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
@@ -40,12 +57,11 @@ def telemetry(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send_and_see)
         finally:
             elapsed = time.perf_counter() - started
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             route = scope.get("path_template") or "unmatched"
             metrics.HTTP_IN_FLIGHT.dec()
-            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            metrics.HTTP_SECONDS.labels(route, method).observe(elapsed)
-            if access.isEnabledFor(logging.INFO):
+            _observe(route, method, status, elapsed)
+            if access_lines and access.isEnabledFor(logging.INFO):
                 # The path, never the query string (a search term is the caller's data).
                 access.info(
                     "%s %s %d %.1fms",

@@ -17,4 +17,4 @@ def instrument(app: Litestar, settings: TelemetrySettings) -> None:
 
         tracing.install_provider_once()
         handler = tracing.traced(handler)
-    app.asgi_handler = telemetry(handler)
+    app.asgi_handler = telemetry(handler, access_lines=settings.access_log)

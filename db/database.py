@@ -9,22 +9,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from piccolo.apps.migrations.commands.forwards import run_forwards
 from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.postgres import PostgresEngine
 
-from db import piccolo_conf
+from db import metrics, piccolo_conf
 from db.tables import ApiKey, Credential, CredentialVersion
 
 TABLES = (Credential, ApiKey, CredentialVersion, Migration)
 
 
-def bind(database_url: str) -> PostgresEngine:
+def bind(database_url: str, connect_timeout: float = 60.0) -> PostgresEngine:
     """Make every table, and Piccolo's migration runner, use ``database_url``; returns the engine.
 
-    Piccolo's engine checks the server version synchronously when it is built: call this off the event loop.
+    Piccolo's engine checks the server version synchronously when it is built: call this off the event loop, after
+    ``check_connection`` (Piccolo reports a failed check as a warning and "version 0.0", not as an error).
     """
-    engine = PostgresEngine(config={"dsn": database_url}, log_queries=False)
+    engine = PostgresEngine(config={"dsn": database_url, "timeout": connect_timeout}, log_queries=False)
     _use(engine)
     return engine
 
@@ -38,16 +40,28 @@ def _use(engine: PostgresEngine) -> None:
         table._meta.db = engine
 
 
+async def check_connection(database_url: str, connect_timeout: float) -> None:
+    """Open one connection and close it: raises asyncpg's or the OS's error (``TimeoutError`` after
+    ``connect_timeout`` seconds when the server accepts but never answers)."""
+    connection = await asyncpg.connect(dsn=database_url, timeout=connect_timeout)
+    await connection.close(timeout=connect_timeout)
+
+
 @asynccontextmanager
-async def connection_pool(database_url: str, *, min_size: int, max_size: int) -> AsyncIterator[PostgresEngine]:
+async def connection_pool(
+    database_url: str, *, min_size: int, max_size: int, connect_timeout: float = 60.0
+) -> AsyncIterator[PostgresEngine]:
     """Bind to ``database_url`` with a connection pool; on exit, close it and restore the previous binding.
 
     Piccolo's tables hold one engine each, process-wide; restoring it lets a test run a second app against
     another database inside the first one's lifetime.
     """
     previous = piccolo_conf.DB
-    engine = await asyncio.to_thread(bind, database_url)
-    await engine.start_connection_pool(min_size=min_size, max_size=max_size, reset=_keep_session)
+    await check_connection(database_url, connect_timeout)
+    engine = await asyncio.to_thread(bind, database_url, connect_timeout)
+    await engine.start_connection_pool(
+        min_size=min_size, max_size=max_size, reset=_keep_session, init=metrics.instrument
+    )
     try:
         yield engine
     finally:
@@ -73,10 +87,11 @@ async def ping() -> None:
     await Credential.raw("SELECT 1")
 
 
-async def migrate(database_url: str) -> None:
+async def migrate(database_url: str, connect_timeout: float = 60.0) -> None:
     """Apply every migration not yet applied to ``database_url`` (the previous binding is restored after)."""
     previous = piccolo_conf.DB
-    await asyncio.to_thread(bind, database_url)
+    await check_connection(database_url, connect_timeout)
+    await asyncio.to_thread(bind, database_url, connect_timeout)
     try:
         result = await run_forwards(app_name="db")
     finally:

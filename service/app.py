@@ -10,11 +10,10 @@ from typing import Any
 from litestar import Litestar, Request, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 
-from db import database
+from service import readiness
 from service.access.controller import ApiKeyController, get_session
 from service.auth import key_cache
 from service.auth.guard import auth_guard
@@ -29,6 +28,9 @@ from service.openapi import COMPONENTS, document_workspace_header, follow_fastap
 from service.runtime import tuned_gc
 from service.schemas import ReadSchema
 from service.services import Services
+from service.telemetry.endpoint import metrics_endpoint
+from service.telemetry.logs import logging_config
+from service.telemetry.setup import instrument
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext
 
 HEALTH_CHECK = CallContext(request_id="health", actor=SERVICE_ACTOR, workspace=ANY_WORKSPACE)
@@ -82,15 +84,13 @@ async def live() -> Health:
 
 @get("/health/ready", tags=["Health"], summary="Readiness")
 async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
-    """Postgres and Vault both answer; 503 otherwise (with the failing check named)."""
-    checks = {"database": "ok", "vault": "ok"}
-    try:
-        await database.ping()
-    except Exception:
-        checks["database"] = "unavailable"
+    """Postgres answers with the current schema, and Vault answers with a token that may do the service's work; 503
+    otherwise, each failing check naming its reason (``unavailable``, or the configuration problem and its fix)."""
     built: Services = request.app.state.services
-    if not await built.store.ping(HEALTH_CHECK):
-        checks["vault"] = "unavailable"
+    checks = {
+        "database": await readiness.database_check(),
+        "vault": await readiness.vault_check(built.store, HEALTH_CHECK),
+    }
     ok = all(value == "ok" for value in checks.values())
     return Response(Health(status="ok" if ok else "unavailable", checks=checks), status_code=200 if ok else 503)
 
@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         signature_namespace={"RequestContext": RequestContext, "CredentialService": CredentialService},
     )
     app = Litestar(
-        route_handlers=[api, live, ready],
+        route_handlers=[api, live, ready, *([metrics_endpoint] if settings.telemetry.metrics else [])],
         lifespan=[services, api_key_cache, jobs, tuned_gc],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -125,13 +125,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             operation_id_creator=operation_id,
             use_handler_docstrings=True,
         ),
-        logging_config=LoggingConfig(
-            root={"level": settings.log_level, "handlers": ["queue_listener"]},
-            log_exceptions="never",
-        ),
+        logging_config=logging_config(settings.log_level, settings.log_format),
         state=State({"settings": settings}),
         debug=False,
     )
     follow_fastapi(app)
     document_workspace_header(app)
+    instrument(app, settings.telemetry)
     return app

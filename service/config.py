@@ -88,6 +88,9 @@ class DatabaseSettings(Section, frozen=True, kw_only=True):
     """Connections the pool keeps open."""
     pool_max: Annotated[int, Env("CREDENTIALS_DB_POOL_MAX"), msgspec.Meta(ge=1, le=1000)] = 32
     """Most connections the pool opens."""
+    connect_timeout: Annotated[float, Env("CREDENTIALS_DB_CONNECT_TIMEOUT"), msgspec.Meta(gt=0, le=300)] = 10.0
+    """Seconds to open one Postgres connection (TCP, TLS, authentication) before giving up: a server that accepts
+    connections but never answers fails the start-up (and every ``credctl`` command) after this long."""
 
     def __post_init__(self) -> None:
         if self.pool_min > self.pool_max:
@@ -236,6 +239,20 @@ class OAuthSettings(Section, frozen=True, kw_only=True):
     """A token endpoint answer larger than this is refused (502)."""
 
 
+class TelemetrySettings(Section, frozen=True, kw_only=True):
+    """Metrics and traces (logs: ``CREDENTIALS_LOG_LEVEL`` and ``CREDENTIALS_LOG_FORMAT``)."""
+
+    metrics: Annotated[bool, Env("CREDENTIALS_METRICS")] = True
+    """Serve Prometheus metrics at ``/metrics``."""
+    metrics_token: Annotated[str | None, Env("CREDENTIALS_METRICS_TOKEN", secret=True, file=True)] = None
+    """When set, ``/metrics`` answers only ``Authorization: Bearer <this>`` (else it is open: it holds no secret)."""
+    access_log: Annotated[bool, Env("CREDENTIALS_ACCESS_LOG")] = True
+    """Write one log line per HTTP request (method, path, status, duration, request id, actor, workspace)."""
+    traces: Annotated[bool, Env("CREDENTIALS_OTEL_TRACES")] = False
+    """Emit OpenTelemetry traces (needs the ``telemetry`` extra): OTLP when its exporter is installed (configured by
+    the ``OTEL_EXPORTER_OTLP_*`` variables), else the console."""
+
+
 class Settings(Section, frozen=True, kw_only=True):
     """Everything the service is configured with (the README lists every variable)."""
 
@@ -245,10 +262,13 @@ class Settings(Section, frozen=True, kw_only=True):
     lifecycle: LifecycleSettings = LifecycleSettings()
     jwt: JwtSettings = JwtSettings()
     oauth: OAuthSettings = OAuthSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     dev_mode: Annotated[bool, Env("CREDENTIALS_DEV_MODE")] = False
     """Allows placeholder and root tokens; never in production."""
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Env("CREDENTIALS_LOG_LEVEL")] = "INFO"
     """How much the service logs."""
+    log_format: Annotated[Literal["text", "json"], Env("CREDENTIALS_LOG_FORMAT")] = "text"
+    """``json``: one JSON object per line, each with the request id, actor and workspace of the request it serves."""
 
     def __post_init__(self) -> None:
         if self.dev_mode:

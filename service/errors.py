@@ -10,7 +10,8 @@
     ├── PreconditionFailed    412     If-Match no longer matches
     ├── RequestInvalid        422     {"detail": [{"loc": [...], "msg": "...", "type": "..."}]}
     ├── BadGateway            502     an OAuth provider's token endpoint failed, timed out or was refused by the egress rules
-    └── BackendUnavailable    503     with Retry-After; Vault or Postgres cannot serve now
+    ├── BackendUnavailable    503     with Retry-After; Vault or Postgres cannot serve now
+    └── SecretStoreMisconfigured 500  Vault refused the service (policy, login, mount, key): retrying cannot help
 
 Errors from below (``vault.errors``, asyncpg, Litestar's own validation) are translated here, once. Their
 messages can carry URLs, SQL or hostnames, so they go to the log and never to the client.
@@ -29,6 +30,7 @@ from litestar.exceptions import ClientException, HTTPException, SerializationExc
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_500_INTERNAL_SERVER_ERROR
 
 from service.schemas import ReadSchema
+from service.telemetry.metrics import count_auth_failure
 from vault.errors import VaultError, VaultUnavailable
 
 log = logging.getLogger("service.errors")
@@ -77,6 +79,12 @@ class BadGateway(ServiceError, status=502): ...
 
 
 class BackendUnavailable(ServiceError, status=503): ...
+
+
+class SecretStoreMisconfigured(ServiceError, status=500): ...
+
+
+SECRET_STORE_MISCONFIGURED = "The secret store refused the service's request (a configuration error); see the log"  # noqa: S105 (a message)
 
 
 class RequestInvalid(ServiceError, status=HTTP_422_UNPROCESSABLE_ENTITY):
@@ -230,6 +238,8 @@ def client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respons
 
 
 def service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
+    if isinstance(exc, Unauthorized | Forbidden):
+        count_auth_failure(exc.status_code, exc.detail)
     if isinstance(exc, RequestInvalid):
         return _json({"detail": exc.errors}, exc.status_code)
     headers = exc.headers
@@ -239,10 +249,19 @@ def service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Respons
 
 
 def vault_error(request: Request[Any, Any, Any], exc: VaultError) -> Response[Any]:
-    """Any Vault failure that reached the edge: the secret store cannot serve, so 503 (never Vault's message)."""
-    level = logging.WARNING if isinstance(exc, VaultUnavailable) else logging.ERROR
-    log.log(level, "vault %s: %s", type(exc).__name__, exc)
-    return service_error(request, BackendUnavailable("The secret store is unavailable; retry later"))
+    """A Vault failure that reached the edge (never Vault's message). Unavailable (sealed, down, slow): 503 with
+    Retry-After. Anything else (403, a refused login, a missing mount or key) is a configuration error that retrying
+    cannot fix: 500, and an error log line saying what to check."""
+    if isinstance(exc, VaultUnavailable):
+        log.warning("vault %s: %s", type(exc).__name__, exc)
+        return service_error(request, BackendUnavailable("The secret store is unavailable; retry later"))
+    log.error(
+        "vault configuration error (%s): %s; check the service's Vault policy (`credctl vault-bootstrap`), "
+        "CREDENTIALS_TRANSIT_MOUNT, CREDENTIALS_TRANSIT_KEY and CREDENTIALS_KV_MOUNT, and /health/ready",
+        type(exc).__name__,
+        " ".join(str(exc).split()),  # Vault's multi-line "1 error occurred: * ..." on one line
+    )
+    return service_error(request, SecretStoreMisconfigured(SECRET_STORE_MISCONFIGURED))
 
 
 def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -23,6 +23,7 @@ from service.config import DatabaseSettings, Settings
 from service.credentials.service import CredentialService, Lifecycle
 from service.oauth.client import ClientPolicy, TokenClient
 from service.oauth.egress import EgressRules
+from service.startup import StartupError, database_errors, vault_errors
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext, SecretStore
 
 log = logging.getLogger("service")
@@ -83,8 +84,17 @@ def credential_service(settings: Settings, store: SecretStore) -> CredentialServ
 
 @asynccontextmanager
 async def open_database(settings: DatabaseSettings) -> AsyncIterator[None]:
-    """The Postgres pool; fails if Postgres cannot be reached."""
-    async with connection_pool(settings.url, min_size=settings.pool_min, max_size=settings.pool_max):
+    """The Postgres pool; fails with a ``StartupError`` naming DATABASE_URL if Postgres cannot be used."""
+    async with contextlib.AsyncExitStack() as resources:
+        with database_errors(settings):
+            await resources.enter_async_context(
+                connection_pool(
+                    settings.url,
+                    min_size=settings.pool_min,
+                    max_size=settings.pool_max,
+                    connect_timeout=settings.connect_timeout,
+                )
+            )
         yield
 
 
@@ -104,10 +114,11 @@ async def open_secret_store(settings: Settings, workers: int) -> AsyncIterator[S
     )
     keeper: asyncio.Task[None] | None = None
     try:
-        token = await store.start(STARTUP)
+        with vault_errors(vault):
+            token = await store.start(STARTUP)
         if token.is_root:
             if not settings.dev_mode:
-                raise RuntimeError(
+                raise StartupError(
                     "the Vault token is a root token, which the service accepts only in dev mode "
                     "(CREDENTIALS_DEV_MODE=true); give it AppRole credentials (VAULT_ROLE_ID, VAULT_SECRET_ID) with "
                     "the credentials-service policy that `credctl vault-bootstrap` writes"

@@ -26,6 +26,7 @@ import hvac.exceptions
 import requests
 
 from vault.errors import VaultError, VaultLoginFailed, translate
+from vault.metrics import VAULT_TOKEN_EVENTS
 
 log = logging.getLogger("vault.auth")
 
@@ -149,9 +150,11 @@ class TokenManager:
         try:
             auth = self.client.auth.token.renew_self(increment=f"{increment}s")["auth"]
         except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+            VAULT_TOKEN_EVENTS.labels("renew", "failed").inc()
             log.warning("renewing the Vault token failed (%s); %s", type(exc).__name__, self._fallback())  # safe: class
             return False
         granted = int(auth["lease_duration"])
+        VAULT_TOKEN_EVENTS.labels("renew", "capped" if granted < increment else "ok").inc()
         if granted < increment:
             # Capped by token_max_ttl: the next renewal would extend it even less, so use what is left to log in.
             log.info("the Vault token reached its max TTL (%ss left); %s", granted, self._fallback())  # safe: TTL
@@ -219,6 +222,7 @@ class AppRoleTokenManager(TokenManager):
             self._fail(error)
             raise error from exc
         self._failed = None
+        VAULT_TOKEN_EVENTS.labels("login", "ok").inc()
         auth = response["auth"]
         self.client.token = auth["client_token"]
         self._schedule(int(auth["lease_duration"]), bool(auth["renewable"]))
@@ -236,8 +240,10 @@ class AppRoleTokenManager(TokenManager):
         return translate(exc)
 
     def _fail(self, error: VaultError) -> None:
+        VAULT_TOKEN_EVENTS.labels("login", "failed").inc()
         self._failed = (self._clock(), error)
         # Calls now fail fast until the backoff passes; the next one after that tries to log in again.
         self._renew_at = self._clock()
         self._renewable = False
-        log.error("Vault login failed: %s", error)
+        if self.client.token:  # a re-login failed while serving; the first login's failure is the start-up's error
+            log.error("Vault login failed: %s", error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
@@ -12,6 +13,8 @@ import hvac
 import hvac.adapters
 import requests
 import requests.adapters
+
+from vault import metrics, tracing
 
 # Headers that the bootstrap registers as audited (hmac=false), so each Vault audit entry names the API request,
 # the acting principal and the workspace in clear text. Vault stores audited header names in lowercase.
@@ -41,7 +44,16 @@ class AuditedAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]
 
     def request(self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
         merged = {**_call_headers.get(), **(headers or {})}
-        return super().request(method, url, headers=merged, **kwargs)
+        op = metrics.operation(url)
+        started = time.perf_counter()
+        try:
+            with tracing.span(f"vault {method.upper()} {op}", {"vault.operation": op, "http.request.method": method}):
+                return super().request(method, url, headers=merged, **kwargs)
+        except Exception as exc:
+            metrics.VAULT_CALL_ERRORS.labels(op, type(exc).__name__).inc()
+            raise
+        finally:
+            metrics.VAULT_CALL_SECONDS.labels(op, method.upper()).observe(time.perf_counter() - started)
 
 
 def make_client(addr: str, token: str, *, pool_size: int, timeout: float) -> hvac.Client:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -156,6 +157,10 @@ class SecretStore:
         """The token the store calls Vault with right now (tests prove its policy with it; never log it)."""
         return str(self._client.token)
 
+    def queued_calls(self) -> int:
+        """Vault calls waiting for a worker thread (the pool is saturated while this is above 0)."""
+        return self._executor._work_queue.qsize()  # the stdlib exposes no public count
+
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._client.adapter.close()
@@ -201,7 +206,9 @@ class SecretStore:
             with audit_headers(headers):
                 return translated(self._with_fresh_token)(fn)
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        # In the caller's context (run_in_executor does not carry it over): the request's trace span is the parent of
+        # the Vault call's span.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, contextvars.copy_context().run, call)
 
     def _with_fresh_token(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` with a token not yet due for renewal; on 403 with a dead token, log in again and retry once."""

@@ -20,10 +20,12 @@ T = TypeVar("T")
 def migrate() -> None:
     """Apply the database migrations (DATABASE_URL)."""
     from db.database import migrate as run_migrations
+    from service.startup import database_errors
 
     with config_errors():
         database = DatabaseSettings.from_env()
-    asyncio.run(run_migrations(database.url))
+    with database_errors(database):
+        asyncio.run(run_migrations(database.url, database.connect_timeout))
 
 
 @main.command("vault-bootstrap")
@@ -132,13 +134,16 @@ def api_key_revoke(key_id: str) -> None:
 
 def _with_database(work: Callable[[], Awaitable[T]]) -> T:
     """Run ``work`` against DATABASE_URL (a connection per query, no pool: one or two queries are all it makes)."""
-    from db.database import bind
+    from db.database import bind, check_connection
+    from service.startup import database_errors
 
     with config_errors():
         database = DatabaseSettings.from_env()
 
     async def run() -> T:
-        await asyncio.to_thread(bind, database.url)
+        with database_errors(database):
+            await check_connection(database.url, database.connect_timeout)
+            await asyncio.to_thread(bind, database.url, database.connect_timeout)
         return await work()
 
     return asyncio.run(run())

@@ -12,7 +12,20 @@ import click
 from service.config import ConfigError
 
 
-@click.group()
+class _Commands(click.Group):
+    """``credctl``'s group: a backend that cannot be used ends any command with one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from service.startup import StartupError
+
+        try:
+            return super().invoke(ctx)
+        except StartupError as exc:
+            click.echo(f"credctl: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """The credentials service: secrets in Vault, metadata in Postgres, Mielto's Credentials API."""
 

@@ -41,9 +41,31 @@ def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the API against the configured Vault and Postgres."""
     import uvicorn
 
+    from service.telemetry.logs import logging_config
+
     settings = _settings()  # fail here, with the setting's name, rather than inside a worker
-    workers = workers or settings.http.workers
-    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    logging_config(settings.log_level, settings.log_format).configure()  # the preflight's lines, formatted as the app's
+
+    async def preflight() -> None:
+        # Postgres and Vault are opened once here, so that a dead or misconfigured one ends `serve` with one line
+        # (StartupError) rather than with the traceback uvicorn prints for a failed lifespan.
+        async with Services.from_settings(settings, one_off=True):
+            pass
+
+    asyncio.run(preflight())
+    # The app writes its own access lines (with the request id, actor and workspace); in JSON mode uvicorn's own
+    # lines go through the app's logging too, so every line is JSON.
+    log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or settings.http.workers,
+        log_level="info",
+        access_log=False,
+        log_config=log_config,
+    )
 
 
 @main.command()

@@ -31,6 +31,8 @@ from vault.secret import Secret
 if TYPE_CHECKING:
     from service.credentials.service import CredentialService
 
+from service.telemetry.metrics import OAUTH_REFRESHES
+
 log = logging.getLogger("service.credentials.refresh")
 
 
@@ -74,11 +76,14 @@ class Refresher:
                 if credential.auth_type is AuthType.oauth_token_refresh_rotation and tokens.refresh_token is None:
                     raise RefreshRejected("the provider returned no new refresh_token for a rotating credential")
             except RefreshRejected as exc:
+                OAUTH_REFRESHES.labels("rejected").inc()
                 rejected = exc
                 changes = credential.error_columns(exc.reason, ctx.actor_id)
             except RefreshFailed as exc:
+                OAUTH_REFRESHES.labels("failed").inc()
                 raise BadGateway(str(exc)) from None
             else:
+                OAUTH_REFRESHES.labels("ok").inc()
                 plaintext = Secret(msgspec.json.encode(tokens.merged_into(secret)))
                 version = await self._store(ctx, credential, plaintext)
                 changes = {"kv_version": version, "expires_at": tokens.expires_at, "updated_at": now()}

@@ -23,6 +23,7 @@ from litestar import Litestar
 from devtools.stack import BaoServer, start_bao
 from service.auth.api_keys import create as create_api_key
 from service.config import Settings
+from service.errors import SECRET_STORE_MISCONFIGURED
 from tests.support.api import API, new_credential
 from tests.support.servers import running_app, settings_for
 from vault.bootstrap import (
@@ -38,7 +39,6 @@ from vault.client import make_client
 from vault.store import SecretStore, derivation_context
 
 CREDCTL = str(Path(sys.executable).parent / "credctl")
-UNAVAILABLE_VAULT = {"detail": "The secret store is unavailable; retry later"}
 
 
 def credctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -265,7 +265,7 @@ async def test_short_lived_tokens_are_renewed_and_replaced_under_concurrent_requ
     assert not [m for m in messages if "failed" in m]
 
 
-async def test_a_revoked_secret_id_gives_a_clear_503_and_a_log_line_once_the_token_expires(
+async def test_a_revoked_secret_id_gives_a_500_configuration_error_and_a_log_line_once_the_token_expires(
     database_url: str, bao: BaoServer, admin: hvac.Client, logs: list[logging.LogRecord]
 ) -> None:
     role, role_id, secret_id = short_lived_approle(admin, "2s", "3s")
@@ -283,13 +283,14 @@ async def test_a_revoked_secret_id_gives_a_clear_503_and_a_log_line_once_the_tok
         )
         elapsed = time.monotonic() - tick
 
-    assert [r.status_code for r in responses] == [503] * 5
-    assert all(r.json() == UNAVAILABLE_VAULT for r in responses)
-    assert responses[0].headers["retry-after"] == "7"
+    # Retrying cannot help until an operator issues a new secret id: a configuration error, not "retry later".
+    assert [r.status_code for r in responses] == [500] * 5
+    assert all(r.json() == {"detail": SECRET_STORE_MISCONFIGURED} for r in responses)
+    assert "retry-after" not in responses[0].headers
     assert elapsed < 3  # fails fast, no hang
     errors = [r.getMessage() for r in logs if r.levelno >= logging.ERROR]
     assert any(m.startswith("Vault login failed: AppRole login refused by Vault (") for m in errors), errors
-    assert any(m.startswith("vault VaultLoginFailed: AppRole login refused by Vault") for m in errors), errors
+    assert any(m.startswith("vault configuration error (VaultLoginFailed): AppRole login refused") for m in errors)
     assert not [r for r in logs if secret_id in r.getMessage()]
 
 

@@ -14,6 +14,7 @@ serves, and Vault's audit entry records the header as the list of those values. 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ import aiohttp
 import msgspec
 from multidict import CIMultiDict
 
+from vault import metrics, tracing
 from vault.errors import (
     CAS_MISMATCH,
     SecretNotFound,
@@ -102,18 +104,28 @@ class VaultTransport:
             for value in values:
                 sent.add(name, value)
         data = None if body is None else _encode(body)
+        # The same metrics and spans as the hvac path (vault.client.AuditedAdapter): by operation, never by id.
+        op = metrics.operation(path)
+        started = time.perf_counter()
         try:
-            async with session.request(method, f"{self._addr}/v1/{path}", data=data, headers=sent) as response:
-                raw = await response.read()
-                status = response.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise VaultUnavailable(f"cannot reach Vault: {type(exc).__name__}") from exc
-        parsed: dict[str, Any] = _decode(raw) if raw else {}
-        if status < 400:
-            return parsed
-        if status == 400 and isinstance(parsed.get("data"), dict) and "batch_results" in parsed["data"]:
-            return parsed
-        raise _error(status, parsed, method, path)
+            with tracing.span(f"vault {method} {op}", {"vault.operation": op, "http.request.method": method}):
+                try:
+                    async with session.request(method, f"{self._addr}/v1/{path}", data=data, headers=sent) as response:
+                        raw = await response.read()
+                        status = response.status
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    raise VaultUnavailable(f"cannot reach Vault: {type(exc).__name__}") from exc
+            parsed: dict[str, Any] = _decode(raw) if raw else {}
+            if status < 400:
+                return parsed
+            if status == 400 and isinstance(parsed.get("data"), dict) and "batch_results" in parsed["data"]:
+                return parsed
+            raise _error(status, parsed, method, path)
+        except VaultError as exc:
+            metrics.VAULT_CALL_ERRORS.labels(op, type(exc).__name__).inc()
+            raise
+        finally:
+            metrics.VAULT_CALL_SECONDS.labels(op, method.upper()).observe(time.perf_counter() - started)
 
 
 def headers_of(calls: Sequence[tuple[str, str, str]]) -> Headers:

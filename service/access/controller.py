@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -90,11 +90,16 @@ class ApiKeyController(Controller):
     @delete(
         "/{key_id:str}", status_code=200, summary="Revoke API Key", responses={**ERRORS, **errors(e404=KEY_NOT_FOUND)}
     )
-    async def delete_api_key(self, key_id: FromPath[str], ctx: Ctx) -> ApiKeyRead:
+    async def delete_api_key(self, key_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> ApiKeyRead:
         """Revoke an API key at once: from the next request on it answers 401. Answers the revoked key."""
         row = await api_keys.revoke(key_id, ctx.workspace_id)
         if row is None:
             raise NotFound(KEY_NOT_FOUND)
+        # Other instances hear of it through LISTEN/NOTIFY; this one forgets it now, so the caller's very next
+        # request is refused even before the notification arrives.
+        cache = getattr(request.app.state, "key_cache", None)
+        if cache is not None:
+            cache.evict(row["lookup_id"])
         return to_key_read(row)
 
 

@@ -18,12 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from db import api_keys
+from service.auth.identifiers import WORKSPACE_ID_RULE, is_workspace_id
 from service.auth.principal import Permission, Principal
 from service.errors import Unauthorized
 
 KEY_PREFIX = "ck"
 INVALID_API_KEY = "Invalid API key"
-WORKSPACE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$")
 ACTIVE = "active"
 
 _KEY_FORMAT = re.compile(r"^ck_([a-z0-9]{16})_([A-Za-z0-9_-]{43})$")
@@ -52,8 +52,8 @@ def public_prefix(lookup_id: str) -> str:
 
 
 def validate_workspace_id(workspace_id: str) -> str:
-    if not WORKSPACE_ID.match(workspace_id):
-        raise ValueError("a workspace id is 1-255 characters of letters, digits and _ . : - (starting with one)")
+    if not is_workspace_id(workspace_id):
+        raise ValueError(WORKSPACE_ID_RULE)
     return workspace_id
 
 

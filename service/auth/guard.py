@@ -20,6 +20,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from service.auth import api_keys
+from service.auth.identifiers import WORKSPACE_ID_RULE, is_workspace_id
 from service.auth.principal import ROLE_PERMISSIONS, Permission, Principal
 from service.auth.tokens import SUPABASE_PREFIX, TokenVerifier
 from service.context import RequestContext
@@ -44,11 +45,16 @@ def _presented(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[Literal[
 
 
 def _check_length(requested: str | None) -> None:
-    """Checked once the caller is known, so that an anonymous caller learns nothing about validation."""
-    if requested is not None and len(requested) > 255:
+    """Checked once the caller is known, so that an anonymous caller learns nothing about validation. The same
+    workspace-id rule as API keys' and tokens' workspaces (``service.auth.identifiers``)."""
+    if requested is None:
+        return
+    if len(requested) > 255:
         raise RequestInvalid.at(
             ["header", "X-Workspace-Id"], "String should have at most 255 characters", "string_too_long"
         )
+    if not is_workspace_id(requested):
+        raise RequestInvalid.at(["header", "X-Workspace-Id"], WORKSPACE_ID_RULE, "string_pattern_mismatch")
 
 
 async def _api_key_principal(key: str, requested: str | None) -> Principal:

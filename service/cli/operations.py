@@ -41,8 +41,18 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the API against the configured Vault and Postgres."""
     import uvicorn
 
-    _settings()  # fail here, with the setting's name, rather than inside a worker
-    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    from service.server import server_options
+
+    settings = _settings()  # fail here, with the setting's name, rather than inside a worker
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        **server_options(settings.hardening),
+    )
 
 
 @main.command()

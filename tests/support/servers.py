@@ -96,6 +96,7 @@ class Served:
 
     url: str
     output: str = ""
+    pid: int = 0
 
 
 @contextlib.contextmanager
@@ -105,7 +106,7 @@ def serving(env: dict[str, str]) -> Iterator[Served]:
     process = subprocess.Popen(
         [CREDCTL, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    served = Served(f"http://127.0.0.1:{port}")
+    served = Served(f"http://127.0.0.1:{port}", pid=process.pid)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

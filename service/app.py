@@ -17,6 +17,7 @@ from litestar.response import Response
 from db import database
 from service.access.controller import ApiKeyController, get_session
 from service.auth.guard import auth_guard
+from service.auth.throttle import Throttle
 from service.auth.tokens import TokenVerifier
 from service.config import Settings
 from service.context import RequestContext, provide_context, request_id_middleware
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             root={"level": settings.log_level, "handlers": ["queue_listener"]},
             log_exceptions="never",
         ),
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "throttle": Throttle.from_settings(settings.hardening)}),
         debug=False,
     )
     follow_fastapi(app)

@@ -14,7 +14,7 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from db import api_keys
@@ -55,6 +55,15 @@ def validate_workspace_id(workspace_id: str) -> str:
     if not is_workspace_id(workspace_id):
         raise ValueError(WORKSPACE_ID_RULE)
     return workspace_id
+
+
+def default_expiry(creator: Principal, requested: datetime | None, user_key_ttl: int) -> datetime | None:
+    """When a key made over the API expires. A user's key outlives the user's membership of the workspace (the
+    service learns of memberships only from tokens), so ``CREDENTIALS_USER_API_KEY_TTL`` bounds keys that users
+    create without an expiry; keys made by other keys or by ``credctl`` are the operators' to manage."""
+    if requested is not None or not creator.is_user or user_key_ttl <= 0:
+        return requested
+    return datetime.now(UTC) + timedelta(seconds=user_key_ttl)
 
 
 async def create(

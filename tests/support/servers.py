@@ -29,6 +29,9 @@ TEST_ENVIRONMENT = {
     "CREDENTIALS_RETRY_AFTER": "7",
     # No background refresh passes: tests that want one start it themselves.
     "CREDENTIALS_OAUTH_PROACTIVE_INTERVAL": "0",
+    # The suite makes hundreds of failed authentications from one address; the throttle's own tests set theirs.
+    "CREDENTIALS_AUTH_FAILURES_PER_ADDRESS": "1000000/minute",
+    "CREDENTIALS_AUTH_FAILURES_PER_KEY": "1000000/minute",
 }
 
 

@@ -84,6 +84,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         VAULT_ADDR=settings.vault.addr,
         VAULT_TOKEN=settings.vault.token or "",
         CREDENTIALS_DEV_MODE="true",
+        CREDENTIALS_AUTH_FAILURES_PER_ADDRESS=settings.hardening.auth_failures_per_address,
+        CREDENTIALS_AUTH_FAILURES_PER_KEY=settings.hardening.auth_failures_per_key,
     )
     env.update(extra)
     return env

@@ -4,6 +4,7 @@ and never serves a secret it should not."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import secrets
 import time
@@ -368,3 +369,26 @@ async def test_versions_are_paged(client: httpx.AsyncClient, make_caller: MakeCa
     assert (second["total"], second["page"], second["size"]) == (5, 2, 2)
     assert first["versions"][0]["current"] is True
     assert too_many.status_code == 422
+
+
+async def test_a_reveal_that_read_vault_before_a_revoke_committed_does_not_serve_the_secret(
+    client: httpx.AsyncClient, make_caller: MakeCaller
+) -> None:
+    """Deterministic: the test holds the row lock as a revoke does, lets the reveal read Vault and reach its
+    ``last_used_at`` update (where it waits on the lock), then commits the revoke."""
+    caller = await make_caller()
+    created = await create(client, caller)
+    cid = created["id"]
+
+    async with Credential._meta.db.transaction():
+        await Credential.raw("SELECT id FROM credential WHERE id = {} FOR UPDATE", cid)
+        # A fresh context: the reveal must not run inside this test's transaction.
+        reveal = asyncio.create_task(
+            client.post(f"{API}/{cid}/reveal", headers=caller.headers), context=contextvars.Context()
+        )
+        await asyncio.sleep(1.5)
+        assert not reveal.done()
+        await Credential.raw("UPDATE credential SET status = 'revoked' WHERE id = {}", cid)
+    response = await reveal
+
+    assert (response.status_code, response.json()) == (409, {"detail": "The credential is revoked"})

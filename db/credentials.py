@@ -268,8 +268,12 @@ async def activate(credential_id: uuid.UUID, version: int, actor: str) -> None:
     )
 
 
-async def touch_last_used(credential_id: uuid.UUID, when: datetime) -> None:
-    await Credential.raw("UPDATE credential SET last_used_at = {} WHERE id = {}", when, credential_id)
+async def touch_last_used(credential_id: uuid.UUID, when: datetime) -> str | None:
+    """Set ``last_used_at``; the stored status at that moment (None: the row is gone)."""
+    found = await Credential.raw(
+        "UPDATE credential SET last_used_at = {} WHERE id = {} RETURNING status", when, credential_id
+    )
+    return str(found[0]["status"]) if found else None
 
 
 async def hide(f: CredentialFilter, state: State, when: datetime) -> bool:

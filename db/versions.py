@@ -22,12 +22,21 @@ async def record(
     )
 
 
-async def of(credential_id: uuid.UUID) -> list[dict[str, Any]]:
-    """A credential's version records, newest first."""
+async def of(credential_id: uuid.UUID, *, skip: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    """A page of a credential's version records, newest first (every one when ``limit`` is None)."""
     return list(
         await CredentialVersion.raw(
             "SELECT version, created_at, created_by, reason, restored_from FROM credential_version "
-            "WHERE credential_id = {} ORDER BY version DESC",
+            "WHERE credential_id = {} ORDER BY version DESC OFFSET {} LIMIT {}",
             credential_id,
+            skip,
+            limit,
         )
     )
+
+
+async def count(credential_id: uuid.UUID) -> int:
+    found = await CredentialVersion.raw(
+        "SELECT count(*) AS n FROM credential_version WHERE credential_id = {}", credential_id
+    )
+    return int(found[0]["n"])

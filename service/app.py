@@ -17,6 +17,7 @@ from service import readiness
 from service.access.controller import ApiKeyController, get_session
 from service.auth import key_cache
 from service.auth.guard import auth_guard
+from service.auth.throttle import Throttle
 from service.auth.tokens import TokenVerifier
 from service.config import Settings
 from service.context import RequestContext, provide_context, request_id_middleware
@@ -126,7 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             use_handler_docstrings=True,
         ),
         logging_config=logging_config(settings.log_level, settings.log_format),
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "throttle": Throttle.from_settings(settings.hardening)}),
         debug=False,
     )
     follow_fastapi(app)

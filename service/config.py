@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+from limits import parse_many
 
 from vault.auth import AppRoleLogin
 
@@ -253,6 +254,49 @@ class TelemetrySettings(Section, frozen=True, kw_only=True):
     the ``OTEL_EXPORTER_OTLP_*`` variables), else the console."""
 
 
+class HardeningSettings(Section, frozen=True, kw_only=True):
+    """Limits against hostile clients: what the HTTP server accepts before the app sees a request, failed
+    authentication, and API keys minted by users (README, "Hardening")."""
+
+    max_header_bytes: Annotated[
+        int, Env("CREDENTIALS_HTTP_MAX_HEADER_BYTES"), msgspec.Meta(ge=1024, le=1024 * 1024)
+    ] = 16 * 1024
+    """Request line and headers larger than this answer 431 and the connection is closed."""
+    header_timeout_seconds: Annotated[float, Env("CREDENTIALS_HTTP_HEADER_TIMEOUT"), msgspec.Meta(gt=0, le=300)] = 10.0
+    """A connection whose request line and headers are not complete this many seconds after it opened (or after
+    its next request began) gets 408 and is closed (slowloris)."""
+    max_connections: Annotated[int, Env("CREDENTIALS_HTTP_MAX_CONNECTIONS"), msgspec.Meta(ge=1, le=1_000_000)] = 1000
+    """Open connections per process; beyond it a new connection gets 503 and is closed (and requests beyond it in
+    flight answer 503)."""
+    auth_failures_per_address: Annotated[
+        str, Env("CREDENTIALS_AUTH_FAILURES_PER_ADDRESS"), msgspec.Meta(pattern=r"\S")
+    ] = "30/minute"
+    """Failed authentications allowed per client address (``limits`` notation: ``30/minute``, ``100/hour``);
+    beyond it every request from that address answers 429 with ``Retry-After`` until the window passes."""
+    auth_failures_per_key: Annotated[str, Env("CREDENTIALS_AUTH_FAILURES_PER_KEY"), msgspec.Meta(pattern=r"\S")] = (
+        "10/minute"
+    )
+    """Failed authentications allowed per API key prefix (``ck_<lookup>``), from any address; beyond it that key
+    answers 429 with ``Retry-After`` until the window passes."""
+    trust_forwarded_for: Annotated[bool, Env("CREDENTIALS_TRUST_X_FORWARDED_FOR")] = False
+    """Take the client address from the last ``X-Forwarded-For`` entry (behind one reverse proxy you run)."""
+    user_api_key_ttl_seconds: Annotated[
+        int, Env("CREDENTIALS_USER_API_KEY_TTL"), msgspec.Meta(ge=0, le=3650 * _DAY)
+    ] = 0
+    """API keys a user creates over the API without ``expires_at`` expire this many seconds later (0: never). A key
+    outlives its creator's membership of the workspace: set this to bound how long."""
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("CREDENTIALS_AUTH_FAILURES_PER_ADDRESS", self.auth_failures_per_address),
+            ("CREDENTIALS_AUTH_FAILURES_PER_KEY", self.auth_failures_per_key),
+        ):
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ConfigError(f"{name}={value!r} is not a rate such as '30/minute'") from None
+
+
 class Settings(Section, frozen=True, kw_only=True):
     """Everything the service is configured with (the README lists every variable)."""
 
@@ -263,6 +307,7 @@ class Settings(Section, frozen=True, kw_only=True):
     jwt: JwtSettings = JwtSettings()
     oauth: OAuthSettings = OAuthSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    hardening: HardeningSettings = HardeningSettings()
     dev_mode: Annotated[bool, Env("CREDENTIALS_DEV_MODE")] = False
     """Allows placeholder and root tokens; never in production."""
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Env("CREDENTIALS_LOG_LEVEL")] = "INFO"

@@ -139,6 +139,8 @@ _MESSAGES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"Expected `str` of length >= (?P<n>\d+)"), "String should have at least {n} character{s}", "string_too_short"),
     (re.compile(r"Expected `int` >= (?P<n>-?\d+)"), "Input should be greater than or equal to {n}", "greater_than_equal"),
     (re.compile(r"Expected `int` <= (?P<n>-?\d+)"), "Input should be less than or equal to {n}", "less_than_equal"),
+    (re.compile(r"Expected `str` matching regex '\^\[\^\\\\x00\]\*\$'"), "String should not contain NUL characters", "string_pattern_mismatch"),
+    (re.compile(r"Expected `str` matching regex '(?P<pattern>.*)'"), "String should match pattern '{pattern}'", "string_pattern_mismatch"),
     (re.compile(r"Invalid enum value (?P<value>.+)"), "Input should be one of the allowed values, not {value}", "enum"),
     (re.compile(r"Expected `int( \| null)?`, got `str`"), "Input should be a valid integer", "int_parsing"),
     (re.compile(r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`"), "Input should be a valid {want}, not {got}", "{kind}_type"),
@@ -272,6 +274,13 @@ def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, DATABASE_UNAVAILABLE):
         return database_error(request, exc)
+    if isinstance(exc, RecursionError):
+        # A JSON body nested thousands deep (under the size limit) exhausts the decoder's recursion: the input's
+        # fault, and nothing was written (it happens before the handler runs).
+        return _json(
+            {"detail": [{"loc": ["body"], "msg": "The body nests too deeply", "type": "too_deep"}]},
+            HTTP_422_UNPROCESSABLE_ENTITY,
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _json({"detail": "Internal Server Error"}, HTTP_500_INTERNAL_SERVER_ERROR)
 

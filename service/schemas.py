@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
+NO_NUL = r"^[^\x00]*$"
+"""The pattern of every free-text string that reaches Postgres, which cannot store a NUL character (a 422 here
+rather than a 500 from the database)."""
+
 
 class Schema(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Base of every request body; subclasses repeat ``kw_only=True`` because msgspec applies it per class.

@@ -56,7 +56,9 @@ class ApiKeyController(Controller):
     opt = needs(Permission.admin)
 
     @post("/", status_code=200, cache_control=NO_STORE, summary="Create API Key", responses=ERRORS)
-    async def create_api_key(self, data: JSONBody[ApiKeyCreate], ctx: Ctx) -> ApiKeyCreated:
+    async def create_api_key(
+        self, data: JSONBody[ApiKeyCreate], ctx: Ctx, request: Request[Any, Any, Any]
+    ) -> ApiKeyCreated:
         """Create an API key in the caller's workspace. `secret`, the key itself, is in this response only. The caller
         may grant only permissions it holds."""
         principal = ctx.principal
@@ -69,7 +71,9 @@ class ApiKeyController(Controller):
             principal.workspace_id,
             data.permissions,
             data.label,
-            expires_at=data.expires_at,
+            expires_at=api_keys.default_expiry(
+                principal, data.expires_at, request.app.state.settings.hardening.user_api_key_ttl_seconds
+            ),
             status=data.status.value,
             created_by=principal.actor_id,
         )

@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 
 from service.auth.principal import Permission
-from service.schemas import Page, ReadSchema, Schema
+from service.schemas import NO_NUL, Page, ReadSchema, Schema
 
 
 class ApiKeyStatus(enum.StrEnum):
@@ -18,7 +18,10 @@ class ApiKeyStatus(enum.StrEnum):
 
 
 KeyLabel = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=255, description="Human-readable label of the key", examples=["ci"])
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=255, pattern=NO_NUL, description="Human-readable label of the key", examples=["ci"]
+    ),
 ]
 Permissions = Annotated[
     list[Permission],

@@ -14,17 +14,17 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from db import api_keys
+from service.auth.identifiers import WORKSPACE_ID_RULE, is_workspace_id
 from service.auth.key_cache import KeyCache
 from service.auth.principal import Permission, Principal
 from service.errors import Unauthorized
 
 KEY_PREFIX = "ck"
 INVALID_API_KEY = "Invalid API key"
-WORKSPACE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$")
 ACTIVE = "active"
 
 _KEY_FORMAT = re.compile(r"^ck_([a-z0-9]{16})_([A-Za-z0-9_-]{43})$")
@@ -53,9 +53,18 @@ def public_prefix(lookup_id: str) -> str:
 
 
 def validate_workspace_id(workspace_id: str) -> str:
-    if not WORKSPACE_ID.match(workspace_id):
-        raise ValueError("a workspace id is 1-255 characters of letters, digits and _ . : - (starting with one)")
+    if not is_workspace_id(workspace_id):
+        raise ValueError(WORKSPACE_ID_RULE)
     return workspace_id
+
+
+def default_expiry(creator: Principal, requested: datetime | None, user_key_ttl: int) -> datetime | None:
+    """When a key made over the API expires. A user's key outlives the user's membership of the workspace (the
+    service learns of memberships only from tokens), so ``CREDENTIALS_USER_API_KEY_TTL`` bounds keys that users
+    create without an expiry; keys made by other keys or by ``credctl`` are the operators' to manage."""
+    if requested is not None or not creator.is_user or user_key_ttl <= 0:
+        return requested
+    return datetime.now(UTC) + timedelta(seconds=user_key_ttl)
 
 
 async def create(

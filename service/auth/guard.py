@@ -20,12 +20,16 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from service.auth import api_keys
+from service.auth.identifiers import WORKSPACE_ID_RULE, is_workspace_id
 from service.auth.key_cache import KeyCache
 from service.auth.principal import ROLE_PERMISSIONS, Permission, Principal
-from service.auth.tokens import SUPABASE_PREFIX, TokenVerifier
+from service.auth.throttle import FailureReason, Throttle, key_prefix
+from service.auth.tokens import EXPIRED_TOKEN, INVALID_TOKEN, SUPABASE_PREFIX, TokenVerifier
 from service.context import RequestContext
 from service.errors import BadRequest, Forbidden, RequestInvalid, Unauthorized
 
+NOT_AUTHENTICATED = "Not authenticated"
+TOKENS_NOT_ACCEPTED = "User tokens are not accepted by this service"
 _JWT_FORMAT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
 
@@ -45,11 +49,16 @@ def _presented(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[Literal[
 
 
 def _check_length(requested: str | None) -> None:
-    """Checked once the caller is known, so that an anonymous caller learns nothing about validation."""
-    if requested is not None and len(requested) > 255:
+    """Checked once the caller is known, so that an anonymous caller learns nothing about validation. The same
+    workspace-id rule as API keys' and tokens' workspaces (``service.auth.identifiers``)."""
+    if requested is None:
+        return
+    if len(requested) > 255:
         raise RequestInvalid.at(
             ["header", "X-Workspace-Id"], "String should have at most 255 characters", "string_too_long"
         )
+    if not is_workspace_id(requested):
+        raise RequestInvalid.at(["header", "X-Workspace-Id"], WORKSPACE_ID_RULE, "string_pattern_mismatch")
 
 
 async def _api_key_principal(key: str, requested: str | None, cache: KeyCache | None) -> Principal:
@@ -65,7 +74,7 @@ def _user_principal(token: str, requested: str | None, verifier: TokenVerifier |
     if supabase:
         token = token.removeprefix(SUPABASE_PREFIX)
     if verifier is None:
-        raise Unauthorized("User tokens are not accepted by this service")
+        raise Unauthorized(TOKENS_NOT_ACCEPTED)
     user = verifier.verify(token)
     _check_length(requested)
     if requested is None:
@@ -92,7 +101,7 @@ def _user_principal(token: str, requested: str | None, verifier: TokenVerifier |
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], verifier: TokenVerifier | None) -> Principal:
     presented = _presented(connection)
     if presented is None:
-        raise Unauthorized("Not authenticated")
+        raise Unauthorized(NOT_AUTHENTICATED)
     kind, credential = presented
     requested = connection.headers.get("x-workspace-id")
     if kind == "token":
@@ -100,10 +109,39 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], verifier:
     return await _api_key_principal(credential, requested, getattr(connection.app.state, "key_cache", None))
 
 
+_REASONS = {
+    api_keys.INVALID_API_KEY: FailureReason.invalid_api_key,
+    INVALID_TOKEN: FailureReason.invalid_token,
+    EXPIRED_TOKEN: FailureReason.expired_token,
+    NOT_AUTHENTICATED: FailureReason.missing,
+    TOKENS_NOT_ACCEPTED: FailureReason.tokens_not_accepted,
+}
+
+
+async def throttled_authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """``authenticate``, refused with 429 while the caller's address or key prefix has spent its failures, and
+    each 401 recorded as a failure (``service.auth.throttle``)."""
+    verifier = connection.app.state.services.tokens
+    throttle: Throttle | None = getattr(connection.app.state, "throttle", None)
+    if throttle is None:
+        return await authenticate(connection, verifier)
+    address = throttle.client_address(
+        connection.client.host if connection.client else None, connection.headers.get("x-forwarded-for")
+    )
+    authorization = connection.headers.get("authorization", "")
+    prefix = key_prefix(connection.headers.get("x-api-key") or authorization.partition(" ")[2].strip())
+    throttle.check(address, prefix)
+    try:
+        return await authenticate(connection, verifier)
+    except Unauthorized as exc:
+        throttle.failed(_REASONS.get(exc.detail, FailureReason.malformed), address, prefix)
+        raise
+
+
 async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Runs before the request body or query is parsed: an anonymous caller learns nothing about validation.
     A handler's ``opt={"permission": ...}`` names what it needs."""
-    principal = await authenticate(connection, connection.app.state.services.tokens)
+    principal = await throttled_authenticate(connection)
     permission = handler.opt.get("permission")
     if permission:
         principal.require(Permission(permission))

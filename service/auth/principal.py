@@ -70,8 +70,10 @@ class Principal:
 
     @property
     def sees_every_user(self) -> bool:
-        """Whether it sees (and may act on) every user's ``user``/``workspace_member`` credentials."""
-        return Permission.admin in self.permissions
+        """Whether it sees (and may act on) every user's ``user``/``workspace_member`` credentials: admins, and the
+        service's own maintenance jobs (the proactive refresh must reach every due credential, whatever its scope;
+        a job has no permission to use through the API)."""
+        return Permission.admin in self.permissions or self.kind == "system"
 
     def require(self, permission: Permission) -> None:
         if permission not in self.permissions:

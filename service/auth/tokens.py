@@ -11,14 +11,22 @@ and the role in each, as a list or as a mapping::
     "workspaces": [{"id": "wsp_acme", "role": "owner"}, {"id": "wsp_lab", "role": "viewer"}]
     "workspaces": {"wsp_acme": "owner", "wsp_lab": "viewer"}
 
-Entries with another role are ignored (they grant nothing).
+Entries with another role are ignored (they grant nothing), and so are entries whose workspace id breaks the
+workspace-id rule (``service.auth.identifiers``: no such workspace can hold anything here). A claim of another
+shape (a role that is not a string, an entry that is not an object) refuses the token (401), as does a ``sub``
+that is not 1-255 printable ASCII characters.
+
+``exp``, ``nbf`` and ``iat`` must be JSON numbers (PyJWT would take the string ``"9999999999"``), and ``exp`` at
+most ``MAX_LIFETIME`` ahead: ``1e30`` is a token that never expires, not a token to trust.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from service.auth.identifiers import is_user_id, is_workspace_id
 from service.auth.principal import Role
 from service.config import ConfigError, JwtSettings
 from service.errors import Unauthorized
@@ -41,7 +50,19 @@ SUPABASE_PREFIX = "supabase_"
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 INVALID_TOKEN = "Invalid token"  # noqa: S105 (an error message, not a password)
 EXPIRED_TOKEN = "Token has expired"  # noqa: S105
-_MAX_ID = 255
+MAX_LIFETIME = 366 * 86_400
+"""The furthest ahead a user token's ``exp`` may be (a year, leeway aside)."""
+_NUMERIC_DATES = ("exp", "nbf", "iat")
+
+
+class AbsurdClaim(jwt.InvalidTokenError):
+    """A numeric date that is not a number, or an ``exp`` absurdly far ahead."""
+
+
+class MalformedClaim(jwt.InvalidTokenError):
+    """The workspaces claim or ``sub`` has a shape the service cannot use."""
+
+
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.DOTALL)
 
 
@@ -146,12 +167,13 @@ class TokenVerifier:
                 if index == len(candidates) - 1:
                     raise
                 continue
+            _check_numeric_dates(claims, self._leeway)
             return claims
         raise jwt.InvalidSignatureError  # unreachable: the loop returns or raises
 
     def _user(self, claims: dict[str, Any]) -> User:
         subject = claims["sub"]
-        if not isinstance(subject, str) or not 0 < len(subject) <= _MAX_ID:
+        if not is_user_id(subject):
             log.info("user token refused: unusable sub")  # safe: ids and exception class names only
             raise Unauthorized(INVALID_TOKEN)
         found: Any = claims
@@ -174,8 +196,21 @@ class TokenVerifier:
         )
 
 
+def _check_numeric_dates(claims: dict[str, Any], leeway: int) -> None:
+    for name in _NUMERIC_DATES:
+        value = claims.get(name)
+        if name not in claims:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise AbsurdClaim(f"{name} is not a number")
+    exp = claims.get("exp")
+    if isinstance(exp, int | float) and exp > time.time() + MAX_LIFETIME + leeway:
+        raise AbsurdClaim("exp is too far ahead")
+
+
 def parse_workspaces(value: Any) -> dict[str, Role] | None:
-    """``{workspace id: role}`` from the claim's value (absent: no workspaces); None if it has no usable shape."""
+    """``{workspace id: role}`` from the claim's value (absent: no workspaces); None if it has no usable shape.
+    Entries with an unknown role or a workspace id that breaks the rule are left out."""
     if value is None:
         return {}
     pairs: list[tuple[Any, Any]]
@@ -185,11 +220,14 @@ def parse_workspaces(value: Any) -> dict[str, Role] | None:
         pairs = [(item.get("id", item.get("workspace_id")), item.get("role")) for item in value]
     else:
         return None
-    return {
-        workspace: Role(role)
-        for workspace, role in pairs
-        if isinstance(workspace, str) and 0 < len(workspace) <= _MAX_ID and role in Role.__members__
+    if not all(isinstance(workspace, str) and isinstance(role, str) for workspace, role in pairs):
+        return None
+    kept = {
+        workspace: Role(role) for workspace, role in pairs if is_workspace_id(workspace) and role in Role.__members__
     }
+    if any(not is_workspace_id(workspace) for workspace, _ in pairs):
+        log.info("user token: workspace ids breaking the rule ignored")  # safe: fixed text, no id echoed
+    return kept
 
 
 def load_public_keys(path: Path) -> tuple[VerificationKey, ...]:

@@ -49,7 +49,8 @@ def run_dev_stack(state_dir: Path, port: int, database: str, echo: Callable[[str
     from service.app import create_app
     from service.auth import api_keys
     from service.auth.principal import Permission
-    from service.config import DatabaseSettings, JwtSettings, Settings, VaultSettings
+    from service.config import DatabaseSettings, HardeningSettings, JwtSettings, Settings, VaultSettings
+    from service.server import server_options
 
     if stack.port_in_use(port):
         raise RuntimeError(f"127.0.0.1:{port} is taken; pass --port")
@@ -84,11 +85,15 @@ def run_dev_stack(state_dir: Path, port: int, database: str, echo: Callable[[str
             database=DatabaseSettings(url=database_url),
             vault=VaultSettings(addr=bao.addr, token=bao.token),
             jwt=JwtSettings(hs256_secret=jwt_secret),
+            hardening=HardeningSettings.from_env(),
             dev_mode=True,
         )
         url = f"http://127.0.0.1:{port}"
         echo(ready_message(url, key, [p.value for p in Permission], jwt_secret, bao.addr, bao.token, bao.audit_log))
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="info"))
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="info", **server_options(settings.hardening)
+        )
+        server = uvicorn.Server(config)
         server.run()
 
 

@@ -41,6 +41,7 @@ def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the API against the configured Vault and Postgres."""
     import uvicorn
 
+    from service.server import server_options
     from service.telemetry.logs import logging_config
 
     settings = _settings()  # fail here, with the setting's name, rather than inside a worker
@@ -65,6 +66,7 @@ def serve(host: str, port: int, workers: int | None) -> None:
         log_level="info",
         access_log=False,
         log_config=log_config,
+        **server_options(settings.hardening),
     )
 
 

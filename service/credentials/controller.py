@@ -34,7 +34,9 @@ from service.credentials.schemas import (
     StatusChange,
 )
 from service.credentials.service import CredentialService, ListQuery
+from service.errors import RequestInvalid
 from service.openapi import SECURITY, errors, needs
+from service.schemas import NO_NUL
 
 Ctx = NamedDependency[RequestContext]
 Service = NamedDependency[CredentialService]
@@ -52,6 +54,18 @@ USE = {**ERRORS, **errors(409, 410, 502)}
 REFRESH = {**ERRORS, **errors(409, 502)}
 REPLAY = {**ERRORS, **errors(409, 410)}
 NO_STORE = CacheControlHeader(no_store=True)
+MAX_SKIP = 2**63 - 1
+
+
+def check_skip(skip: int) -> None:
+    """Postgres' OFFSET is a bigint: a larger skip is a 422, not a 500. Checked here rather than as a ``le`` on the
+    parameter, which would change the published schema of Mielto's list operation."""
+    if skip > MAX_SKIP:
+        raise RequestInvalid.at(
+            ["query", "skip"], f"Input should be less than or equal to {MAX_SKIP}", "less_than_equal"
+        )
+
+
 READ, WRITE, REVEAL = needs(Permission.read), needs(Permission.write), needs(Permission.reveal)
 
 
@@ -113,11 +127,15 @@ class CredentialController(Controller):
             str | None,
             QueryParameter(
                 max_length=32,
+                pattern=NO_NUL,
                 description="Filter by status: active, inactive, expired (computed from expires_at), revoked, error",
             ),
         ] = None,
         search: Annotated[
-            str | None, QueryParameter(max_length=255, description="Case-insensitive match in label and description")
+            str | None,
+            QueryParameter(
+                max_length=255, pattern=NO_NUL, description="Case-insensitive match in label and description"
+            ),
         ] = None,
         cursor: Annotated[
             str | None,
@@ -128,6 +146,7 @@ class CredentialController(Controller):
         ] = None,
     ) -> CredentialList:
         """List credentials with optional filters, newest first. Served from Postgres alone."""
+        check_skip(skip)
         query = ListQuery(
             skip=skip,
             limit=limit,
@@ -155,7 +174,8 @@ class CredentialController(Controller):
         ] = None,
     ) -> Response[CredentialRead | CredentialMasked]:
         """Get one credential's metadata (never its secret). Addition: `include=masked` adds the secret with all but
-        the last 4 characters of each secret field masked."""
+        the last 4 characters of each secret field masked (secrets under 16 characters, and every field of a `custom`
+        credential, completely)."""
         if include == "masked":
             credential, masked = await service.get_masked(ctx, credential_id)
             return Response(masked, headers={"ETag": credential.etag, "Cache-Control": "no-store"})
@@ -231,9 +251,18 @@ class CredentialController(Controller):
         return with_etag(await service.refresh(ctx, credential_id))
 
     @get("/{credential_id:str}/versions", opt=READ, summary="List Credential Versions", responses=ERRORS)
-    async def list_versions(self, credential_id: FromPath[str], ctx: Ctx, service: Service) -> CredentialVersionList:
-        """Addition: every version of the secret, newest first (who wrote it, whether current or destroyed)."""
-        return await service.versions(ctx, credential_id)
+    async def list_versions(
+        self,
+        credential_id: FromPath[str],
+        ctx: Ctx,
+        service: Service,
+        skip: Annotated[int, QueryParameter(ge=0, description="Number of versions to skip")] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Maximum number of versions to return")] = 100,
+    ) -> CredentialVersionList:
+        """Addition: the versions of the secret, newest first, a page at a time (who wrote each, whether current or
+        destroyed)."""
+        check_skip(skip)
+        return await service.versions(ctx, credential_id, skip, limit)
 
     @action(
         "/{credential_id:str}/versions/{version:int}/restore",

@@ -16,6 +16,16 @@ Every rule about a credential's status is decided here, once:
   workspace, not for a user: they see ``workspace`` credentials only. A caller may create (or re-scope) a
   credential only into a place it can still see.
 
+Who may set or change the owner and the scope (``check_rescope``):
+
+- ``user_id`` is set on create only; no PUT changes it. Naming another user than oneself needs ``admin`` for the
+  user scopes. On a ``workspace`` credential ``user_id`` is kept as sent (Mielto's clients send it) and grants
+  nothing.
+- Taking a ``workspace`` credential private (PUT ``credential_scope: user`` or ``workspace_member``) takes it away
+  from everyone else in the workspace: it needs ``admin``, whoever ``user_id`` names. Otherwise any writer could
+  name a user on a shared credential, and that user could then take it.
+- A private credential's owner (or an admin) may move it between the user scopes or share it (``workspace``).
+
 The write protocol's ``State`` (pending, active, deleted, deleting) belongs to the table: see ``db.credentials``.
 """
 
@@ -231,6 +241,13 @@ def owner_for_create(principal: Principal, scope: str, user_id: str | None) -> s
         user_id = principal.actor_id
     check_scope(principal, scope, user_id)
     return user_id
+
+
+def check_rescope(principal: Principal, current: str, scope: str, user_id: str | None) -> None:
+    """The rules of ``check_scope`` for the new scope, and 403 for a non-admin taking a shared credential private."""
+    check_scope(principal, scope, user_id)
+    if current == WORKSPACE and scope in USER_SCOPES and not principal.sees_every_user:
+        raise Forbidden("The 'admin' permission is needed to make a workspace credential private")
 
 
 def check_scope(principal: Principal, scope: str, user_id: str | None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from service.schemas import Page, ReadSchema, Schema, masked_repr
+from service.schemas import NO_NUL, Page, ReadSchema, Schema, masked_repr
 
 
 class AuthType(enum.StrEnum):
@@ -41,6 +41,7 @@ Label = Annotated[
     str,
     msgspec.Meta(
         min_length=1,
+        pattern=NO_NUL,
         max_length=100,
         title="Label",
         description="Human-readable label for the credential",
@@ -48,19 +49,25 @@ Label = Annotated[
     ),
 ]
 Description = Annotated[
-    str, msgspec.Meta(max_length=255, description="Optional description of the credential", examples=["Billing"])
+    str,
+    msgspec.Meta(
+        pattern=NO_NUL, max_length=255, description="Optional description of the credential", examples=["Billing"]
+    ),
 ]
 Scope = Annotated[
     str,
     msgspec.Meta(
+        pattern=NO_NUL,
         max_length=255,
         title="Credential Scope",
         description="Who is the credential for (workspace, user, workspace_member)",
         examples=["workspace"],
     ),
 ]
-Provider = Annotated[str, msgspec.Meta(max_length=255, description="Provider of the credential", examples=["stripe"])]
-UserId = Annotated[str, msgspec.Meta(max_length=255, description="User ID of the credential")]
+Provider = Annotated[
+    str, msgspec.Meta(pattern=NO_NUL, max_length=255, description="Provider of the credential", examples=["stripe"])
+]
+UserId = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=255, description="User ID of the credential")]
 SecretData = Annotated[
     dict[str, Any],
     msgspec.Meta(
@@ -139,7 +146,10 @@ class CredentialMasked(CredentialRead, frozen=True, kw_only=True):
 class StatusChange(Schema, kw_only=True):
     """Body of disable, enable and revoke (optional)."""
 
-    reason: Annotated[str, msgspec.Meta(max_length=255, description="Why; recorded as status_reason")] | None = None
+    reason: (
+        Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=255, description="Why; recorded as status_reason")]
+        | None
+    ) = None
 
 
 class CredentialVersionRead(ReadSchema, frozen=True, kw_only=True):
@@ -152,7 +162,9 @@ class CredentialVersionRead(ReadSchema, frozen=True, kw_only=True):
     destroyed: bool
 
 
-class CredentialVersionList(ReadSchema, frozen=True, kw_only=True):
+class CredentialVersionList(Page, frozen=True, kw_only=True):
+    """A page of a credential's versions, newest first (``skip`` and ``limit``, as the list pages)."""
+
     versions: list[CredentialVersionRead]
 
 

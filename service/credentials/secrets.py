@@ -242,24 +242,34 @@ def read(auth_type: AuthType, credentials: dict[str, Any]) -> SecretFields:
 # -- the masked view -------------------------------------------------------------------------------------------
 
 
-def is_secret(name: str) -> bool:
-    """Whether a field is shown masked. Unknown fields (of ``custom`` and of every type) count as secret."""
+MASK_KEEP = 4
+"""Characters of a long secret the masked view keeps (the last ones), so a person can tell two keys apart."""
+MASK_FULLY_BELOW = 16
+"""Secrets shorter than this are masked completely: four characters of a 9-character password is too much."""
+
+
+def is_secret(name: str, auth_type: AuthType | None = None) -> bool:
+    """Whether a field is shown masked: every field of ``custom`` (its names are the user's and mean nothing to
+    us: a ``client_id`` there may hold anything), and elsewhere the known secret fields and every unknown one."""
+    if auth_type is AuthType.custom:
+        return True
     known = FIELDS.get(name)
     return True if known is None else known.secret
 
 
 def mask(value: str) -> str:
-    """All but the last 4 characters masked; values of 8 characters or fewer fully masked."""
-    if len(value) <= 8:
+    """All but the last 4 characters masked; values shorter than 16 characters fully masked."""
+    if len(value) < MASK_FULLY_BELOW:
         return MASK * len(value)
-    return MASK * (len(value) - 4) + value[-4:]
+    return MASK * (len(value) - MASK_KEEP) + value[-MASK_KEEP:]
 
 
-def masked(credentials: dict[str, Any]) -> dict[str, Any]:
-    """The object with every secret string masked; non-string secret values replaced by a mask."""
+def masked(credentials: dict[str, Any], auth_type: AuthType | None = None) -> dict[str, Any]:
+    """The object with every secret string masked; non-string secret values replaced by a mask. The one place the
+    masked view is decided (``GET /credentials/{id}?include=masked``)."""
     out: dict[str, Any] = {}
     for name, value in credentials.items():
-        if not is_secret(name):
+        if not is_secret(name, auth_type):
             out[name] = value
         elif isinstance(value, str):
             out[name] = mask(value)
@@ -268,12 +278,14 @@ def masked(credentials: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def masked_fields_sent_back(current: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def masked_fields_sent_back(
+    current: dict[str, Any], new: dict[str, Any], auth_type: AuthType | None = None
+) -> list[str]:
     """Secret fields whose new value is exactly the masked form of the current one (a form sent back unedited)."""
     return [
         name
         for name, value in new.items()
-        if is_secret(name)
+        if is_secret(name, auth_type)
         and isinstance(value, str)
         and isinstance(current.get(name), str)
         and MASK in value

@@ -37,7 +37,7 @@ from service.credentials.schemas import (
     CredentialVersionList,
     CredentialVersionRead,
 )
-from service.errors import CREDENTIAL_NOT_FOUND, Gone, NotFound, PreconditionFailed, RequestInvalid
+from service.errors import CREDENTIAL_NOT_FOUND, Conflict, Gone, NotFound, PreconditionFailed, RequestInvalid
 from service.oauth.client import TokenClient
 from service.oauth.egress import EgressRefused
 from vault.errors import SecretNotFound, VersionConflict
@@ -146,7 +146,7 @@ class CredentialService:
         credential = await self.get(ctx, credential_id)
         shown: dict[str, Any] = {}
         if credential.status is not Status.revoked:
-            shown = secrets.masked(await self.read_secret(ctx, credential, credential.kv_version))
+            shown = secrets.masked(await self.read_secret(ctx, credential, credential.kv_version), credential.auth_type)
         return credential, credential.masked(shown)
 
     async def list(self, ctx: RequestContext, query: ListQuery) -> CredentialList:
@@ -183,7 +183,9 @@ class CredentialService:
             credential.check_usable_now()
         wanted = credential.kv_version if version is None else version
         plaintext = await self.read_version(ctx, credential, wanted)
-        await rows.touch_last_used(credential.id, model.now())
+        # Checked again after the read: a revoke that returned before this point must not see its secret served.
+        if await rows.touch_last_used(credential.id, model.now()) == Status.revoked:
+            raise Conflict("The credential is revoked")
         return CredentialSecret(
             id=str(credential.id),
             version=wanted,
@@ -191,9 +193,12 @@ class CredentialService:
             credentials=msgspec.json.decode(plaintext.reveal()),
         )
 
-    async def versions(self, ctx: RequestContext, credential_id: str) -> CredentialVersionList:
+    async def versions(
+        self, ctx: RequestContext, credential_id: str, skip: int = 0, limit: int = 100
+    ) -> CredentialVersionList:
         credential = await self.get(ctx, credential_id)
-        records = await versions.of(credential.id)
+        records = await versions.of(credential.id, skip=skip, limit=limit)
+        total = await versions.count(credential.id)
         metadata = await self.store.metadata(ctx.vault(), str(credential.id)) or {}
         in_vault = metadata.get("versions") or {}
         return CredentialVersionList(
@@ -204,7 +209,10 @@ class CredentialService:
                     destroyed=_destroyed(in_vault.get(str(record["version"]))),
                 )
                 for record in records
-            ]
+            ],
+            total=total,
+            page=skip // limit + 1,
+            size=limit,
         )
 
     # -- write -------------------------------------------------------------------------------------------------
@@ -235,7 +243,9 @@ class CredentialService:
                 raise PreconditionFailed("The credential changed since it was read (If-Match does not match its ETag)")
             credential.check(Action.change)
             if isinstance(data.credential_scope, str):
-                model.check_scope(ctx.principal, data.credential_scope, credential.user_id)
+                model.check_rescope(
+                    ctx.principal, credential.credential_scope, data.credential_scope, credential.user_id
+                )
             if not changes and checked is None:
                 return credential
             if checked is not None:
@@ -252,7 +262,7 @@ class CredentialService:
         if seen.status is Status.revoked or not any(secrets.MASK in str(v) for v in new.values()):
             return
         current = await self.read_secret(ctx, seen, seen.kv_version)
-        sent_back = secrets.masked_fields_sent_back(current, new)
+        sent_back = secrets.masked_fields_sent_back(current, new, seen.auth_type)
         if sent_back:
             raise RequestInvalid.at(
                 ["body", "credentials", sent_back[0]],
@@ -350,8 +360,19 @@ class CredentialService:
             return await self.store.read(ctx.vault(), str(credential.id), version)
         except SecretNotFound:
             if version == credential.kv_version:
+                await self._gone_meanwhile(ctx, credential)
                 raise
             raise Gone(f"Version {version} was destroyed") from None
+
+    async def _gone_meanwhile(self, ctx: RequestContext, credential: Credential) -> None:
+        """The served version vanished from Vault after the row was read: a revoke or a delete that destroyed it
+        committed in between. Answer as if the request had come after it (409 revoked, 404 deleted), not 503."""
+        async with database.transaction():
+            # Locked: a revoke destroys the versions before it commits the row, so wait for its commit.
+            row = await rows.get(visible_to(ctx.principal, id=credential.id), lock=True)
+        if row is None:
+            raise NotFound(CREDENTIAL_NOT_FOUND)
+        Credential.from_row(row).check(Action.use)
 
     async def read_secret(self, ctx: RequestContext, credential: Credential, version: int) -> dict[str, Any]:
         decoded: dict[str, Any] = msgspec.json.decode((await self.read_version(ctx, credential, version)).reveal())

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import re
 import ssl
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,8 +32,10 @@ import stamina
 from service.oauth import egress
 from service.oauth.egress import EgressRefused, EgressRules
 
-# RFC 6749 section 5.2: error codes are printable ASCII without '"' and '\'.
-_ERROR_CODE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$")
+# RFC 6749 section 5.2 allows any printable ASCII in an error code, so a provider could put a URL or a sentence of
+# its choosing there, which would reach our clients in status_reason and 409 bodies. Only codes shaped like the
+# registered ones (lower-case words joined by underscores, bounded) are kept; anything else is "unrecognised".
+_ERROR_CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _TEN_YEARS = 10 * 365 * 86400
 
 
@@ -167,7 +170,8 @@ class TokenClient:
         pinned = addresses[0]
         netloc = f"[{pinned}]:{port}" if pinned.version == 6 else f"{pinned}:{port}"
         url = parts._replace(netloc=netloc).geturl()
-        headers = {"Host": parts.netloc, "Accept": "application/json"}
+        # identity: we read the raw bytes to bound them, and httpx would otherwise advertise gzip (and br, zstd).
+        headers = {"Host": parts.netloc, "Accept": "application/json", "Accept-Encoding": "identity"}
         extensions: dict[str, Any] = {}
         if parts.scheme == "https" and host != str(pinned):
             extensions["sni_hostname"] = host
@@ -209,7 +213,28 @@ class TokenClient:
             if total > limit:
                 raise _Transient(f"the token endpoint's response exceeds {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+        return _decoded(b"".join(chunks), response.headers.get("Content-Encoding", ""), limit)
+
+
+def _decoded(raw: bytes, encoding: str, limit: int) -> bytes:
+    """The body as sent before compression, itself bounded by ``limit`` (a small gzip can expand enormously).
+    We ask for identity, but a provider may compress anyway, and with rotating refresh tokens it has already spent
+    the old one: the answer must be read, not refused."""
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip() and c.strip().lower() != "identity"]
+    for coding in reversed(codings):  # applied in the order listed, so undone from the last
+        if coding not in _ZLIB_WBITS:
+            raise RefreshFailed(f"Token refresh failed: the token endpoint answered with Content-Encoding {coding!r}")
+        inflater = zlib.decompressobj(_ZLIB_WBITS[coding])
+        try:
+            raw = inflater.decompress(raw, limit + 1)
+        except zlib.error:
+            raise RefreshFailed("Token refresh failed: the token endpoint's compressed answer is corrupt") from None
+        if len(raw) > limit or inflater.unconsumed_tail:
+            raise RefreshFailed(f"Token refresh failed: the token endpoint's response exceeds {limit} bytes")
+    return raw
+
+
+_ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 @asynccontextmanager
@@ -237,6 +262,8 @@ def _tokens_from(status: int, body: bytes) -> Tokens:
             code = None
         if isinstance(code, str) and _ERROR_CODE.match(code):
             raise RefreshRejected(f"the provider rejected the refresh: {code} (HTTP {status})")
+        if code is not None:
+            raise RefreshRejected(f"the provider rejected the refresh: unrecognised error code (HTTP {status})")
         raise RefreshRejected(f"the provider rejected the refresh (HTTP {status})")
     if status >= 500 or status in {408, 429}:
         raise _Transient(f"the token endpoint answered HTTP {status}")

@@ -15,9 +15,11 @@ from urllib.parse import SplitResult, urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Instance metadata services (AWS, GCP, Azure, OpenStack; AWS's IPv6 one; Alibaba): never a token endpoint.
+# Instance metadata services (AWS, GCP, Azure, OpenStack; AWS's IPv6 one; Alibaba; ECS task metadata) and Azure's
+# WireServer (168.63.129.16: a public address, yet the host's agent endpoint): never a token endpoint.
 METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2")
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2", "168.63.129.16")
 )
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: private in all but name
 
@@ -36,8 +38,13 @@ class EgressRules:
 
 def refused_because(address: IPAddress, rules: EgressRules) -> str | None:
     """Why an address may not be called, or None when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv4 embedded in IPv6 is judged as the IPv4 address it reaches: mapped (::ffff:a.b.c.d) and 6to4
+        # (2002:aabb:ccdd::, RFC 3056). Without this, 2002:7f00:1:: reaches 127.0.0.1 through a 6to4 relay and
+        # 2002:a9fe:a9fe:: the metadata service. (Teredo, 2001::/32, is already refused as private.)
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is not None:
+            address = embedded
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if address.is_loopback:  # before is_reserved, which ::1 (in ::/8) also is
@@ -67,6 +74,8 @@ def port_of(parts: SplitResult) -> int:
         port = parts.port
     except ValueError:
         raise EgressRefused("token_url has an invalid port") from None
+    if port == 0:
+        raise EgressRefused("token_url has an invalid port")  # port 0 means "any" to the socket layer
     return port if port is not None else (443 if parts.scheme == "https" else 80)
 
 

@@ -194,8 +194,12 @@ async def test_rescoping_follows_the_same_rules_as_creating(
     assert no_owner.json()["detail"][0]["loc"] == ["body", "user_id"]
     not_hers = await client.put(f"{API}/{bobs['id']}", json={"credential_scope": "user"}, headers=alice.headers)
     assert not_hers.status_code == 403
+    # Named on a shared credential, even by herself, she may not take it private (issue 16, point 8).
     hers = await client.put(f"{API}/{alices['id']}", json={"credential_scope": "user"}, headers=alice.headers)
-    assert (hers.status_code, hers.json()["credential_scope"]) == (200, "user")
+    assert (hers.status_code, hers.json()) == (
+        403,
+        {"detail": "The 'admin' permission is needed to make a workspace credential private"},
+    )
     by_owner = await client.put(
         f"{API}/{bobs['id']}", json={"credential_scope": "user"}, headers=user(workspace, "owner").headers
     )

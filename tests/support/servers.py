@@ -29,6 +29,9 @@ TEST_ENVIRONMENT = {
     "CREDENTIALS_RETRY_AFTER": "7",
     # No background refresh passes: tests that want one start it themselves.
     "CREDENTIALS_OAUTH_PROACTIVE_INTERVAL": "0",
+    # The suite makes hundreds of failed authentications from one address; the throttle's own tests set theirs.
+    "CREDENTIALS_AUTH_FAILURES_PER_ADDRESS": "1000000/minute",
+    "CREDENTIALS_AUTH_FAILURES_PER_KEY": "1000000/minute",
 }
 
 
@@ -81,6 +84,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         VAULT_ADDR=settings.vault.addr,
         VAULT_TOKEN=settings.vault.token or "",
         CREDENTIALS_DEV_MODE="true",
+        CREDENTIALS_AUTH_FAILURES_PER_ADDRESS=settings.hardening.auth_failures_per_address,
+        CREDENTIALS_AUTH_FAILURES_PER_KEY=settings.hardening.auth_failures_per_key,
     )
     env.update(extra)
     return env
@@ -96,6 +101,7 @@ class Served:
 
     url: str
     output: str = ""
+    pid: int = 0
 
 
 @contextlib.contextmanager
@@ -105,7 +111,7 @@ def serving(env: dict[str, str]) -> Iterator[Served]:
     process = subprocess.Popen(
         [CREDCTL, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    served = Served(f"http://127.0.0.1:{port}")
+    served = Served(f"http://127.0.0.1:{port}", pid=process.pid)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

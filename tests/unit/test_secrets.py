@@ -98,11 +98,38 @@ def test_the_refreshable_types_are_the_ones_with_a_refresh_token_and_token_url()
 
 
 def test_the_masked_view_keeps_four_characters_of_long_secrets_and_shows_public_fields() -> None:
-    shown = secrets.masked({"client_id": "client-1", "client_secret": "cs_0123456789", "api_key": "short", "extra": 42})
+    shown = secrets.masked(
+        {"client_id": "client-1", "client_secret": "cs_0123456789abcdef", "api_key": "short", "extra": 42}
+    )
 
-    assert shown == {"client_id": "client-1", "client_secret": "*********6789", "api_key": "*****", "extra": "********"}
-    assert secrets.masked_fields_sent_back({"api_key": "sk_0123456789"}, {"api_key": "*********6789"}) == ["api_key"]
-    assert secrets.masked_fields_sent_back({"api_key": "sk_0123456789"}, {"api_key": "sk_new"}) == []
+    assert shown == {
+        "client_id": "client-1",
+        "client_secret": "***************cdef",
+        "api_key": "*****",
+        "extra": "********",
+    }
+    current = {"api_key": "sk_0123456789abcdef"}
+    assert secrets.masked_fields_sent_back(current, {"api_key": "***************cdef"}) == ["api_key"]
+    assert secrets.masked_fields_sent_back(current, {"api_key": "sk_new"}) == []
+
+
+@pytest.mark.parametrize("length", [1, 8, 9, 12, 15])
+def test_secrets_under_sixteen_characters_are_masked_completely(length: int) -> None:
+    password = "Passw0rd!xyzABCD"[:length]
+
+    assert secrets.masked({"password": password}, AuthType.basic_auth) == {"password": "*" * length}
+
+
+def test_sixteen_characters_keep_their_last_four() -> None:
+    assert secrets.mask("0123456789abcdef") == "************cdef"
+
+
+def test_every_custom_field_is_masked_even_one_named_like_a_public_field() -> None:
+    shown = secrets.masked(
+        {"client_id": "cid-0123456789abcdef", "public_key": "pk", "username": "root", "n": 1}, AuthType.custom
+    )
+
+    assert shown == {"client_id": "****************cdef", "public_key": "**", "username": "****", "n": "********"}
 
 
 def test_each_auth_type_describes_its_required_fields_first() -> None:

@@ -168,12 +168,13 @@ class CredentialVersionList(Page, frozen=True, kw_only=True):
     versions: list[CredentialVersionRead]
 
 
-class CredentialList(Page, frozen=True, kw_only=True):
+class CredentialList(Page, frozen=True, kw_only=True, omit_defaults=True):
     """Schema for listing credentials."""
 
     credentials: list[CredentialRead]
     next_cursor: str | None = None
-    """Addition: pass as ``cursor`` for the page after this one (keyset pagination); null on the last page."""
+    """Addition: pass as ``cursor`` for the page after this one (keyset pagination); absent on the last page, so
+    a page with nothing after it is exactly Mielto's shape."""
 
 
 class CredentialDeleted(ReadSchema, frozen=True, kw_only=True):

@@ -287,7 +287,7 @@ def success_body(
             "status_changed_at": None,
         }
     if name == "list-credentials":
-        return {"credentials": [listed_own], "total": 1, "page": 1, "size": 100, "next_cursor": None}
+        return {"credentials": [listed_own], "total": 1, "page": 1, "size": 100}
     assert obj is not None or name in {"create-api-key", "list-api-keys", "session"}
     if name == "get-credential":
         return obj

@@ -14,9 +14,9 @@ from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.postgres import PostgresEngine
 
 from db import piccolo_conf
-from db.tables import ApiKey, Credential, CredentialVersion
+from db.tables import ApiKey, Credential, CredentialGrant, CredentialUsage, CredentialVersion
 
-TABLES = (Credential, ApiKey, CredentialVersion, Migration)
+TABLES = (Credential, ApiKey, CredentialVersion, CredentialGrant, CredentialUsage, Migration)
 
 
 def bind(database_url: str) -> PostgresEngine:

@@ -24,6 +24,7 @@ from service.auth.principal import ROLE_PERMISSIONS, Permission, Principal
 from service.auth.tokens import SUPABASE_PREFIX, TokenVerifier
 from service.context import RequestContext
 from service.errors import BadRequest, Forbidden, RequestInvalid, Unauthorized
+from service.grants import service as grants
 
 _JWT_FORMAT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
@@ -88,12 +89,22 @@ def _user_principal(token: str, requested: str | None, verifier: TokenVerifier |
     )
 
 
-async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], verifier: TokenVerifier | None) -> Principal:
+async def authenticate(
+    connection: ASGIConnection[Any, Any, Any, Any], verifier: TokenVerifier | None, grant_for: str | None = None
+) -> Principal:
+    """``grant_for``: the credential whose proxy route this is; only there is a grant token accepted (elsewhere it
+    is no API key, and answers 401 as one)."""
     presented = _presented(connection)
     if presented is None:
         raise Unauthorized("Not authenticated")
     kind, credential = presented
     requested = connection.headers.get("x-workspace-id")
+    if grant_for is not None and kind == "api_key" and credential.startswith(grants.PREFIX):
+        principal = await grants.principal_of(credential, grant_for)
+        _check_length(requested)
+        if requested is not None and not hmac.compare_digest(requested.encode(), principal.workspace_id.encode()):
+            raise Forbidden("X-Workspace-Id does not match the grant's workspace")
+        return principal
     if kind == "token":
         return _user_principal(credential, requested, verifier)
     return await _api_key_principal(credential, requested)
@@ -102,7 +113,8 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], verifier:
 async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Runs before the request body or query is parsed: an anonymous caller learns nothing about validation.
     A handler's ``opt={"permission": ...}`` names what it needs."""
-    principal = await authenticate(connection, connection.app.state.services.tokens)
+    grant_for = connection.path_params.get("credential_id") if handler.opt.get("grant") else None
+    principal = await authenticate(connection, connection.app.state.services.tokens, grant_for)
     permission = handler.opt.get("permission")
     if permission:
         principal.require(Permission(permission))

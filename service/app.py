@@ -157,6 +157,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         logging_config=LoggingConfig(
             root={"level": settings.log_level, "handlers": ["queue_listener"]},
+            # httpx logs every request's URL at INFO: a proxied URL can carry a secret in its query (injection by
+            # query parameter), so only its warnings are kept.
+            loggers={
+                "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
+                "httpx": {"level": "WARNING"},
+            },
             log_exceptions="never",
         ),
         state=State({"settings": settings}),

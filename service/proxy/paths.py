@@ -18,6 +18,7 @@ _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ENCODED_FORBIDDEN = re.compile(r"%(2[eEfF]|5[cC]|00|25)")
 _QUERY_CHARS = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@/?%-]*$")
 _ID_LIKE = re.compile(r"\d|%")
+_VERSION = re.compile(r"^v\d{1,3}(\.\d{1,3})?$")  # /v1/, /v2.1/: API versions, kept as they are
 
 
 class PathRefused(BadRequest):
@@ -63,5 +64,8 @@ def require_within(path: str, prefixes: list[str] | tuple[str, ...], whose: str)
 def template(path: str) -> str:
     """The path for the usage record: id-like segments (digits, encodings, long tokens) become ``{id}``, so no
     identifier or token a caller put in a path is kept."""
-    parts = ["{id}" if _ID_LIKE.search(part) or len(part) > 32 else part for part in path.split("/")]
+    parts = [
+        "{id}" if (_ID_LIKE.search(part) and not _VERSION.match(part)) or len(part) > 32 else part
+        for part in path.split("/")
+    ]
     return "/".join(parts)[:512]

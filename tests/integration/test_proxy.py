@@ -103,8 +103,9 @@ INJECTIONS = {
     "basic_auth": (
         "basic_auth",
         {},
-        lambda s, r: r.headers["authorization"]
-        == "Basic " + base64.b64encode(f"svc:{s['password']}".encode()).decode(),
+        lambda s, r: (
+            r.headers["authorization"] == "Basic " + base64.b64encode(f"svc:{s['password']}".encode()).decode()
+        ),
     ),
     "access_token": ("access_token", {}, lambda s, r: r.headers["authorization"] == f"Bearer {s['access_token']}"),
     "public_key_secret": (
@@ -232,10 +233,18 @@ async def test_a_credential_without_proxy_settings_is_not_proxyable(
     ("proxy", "loc", "msg"),
     [
         ({"base_url": "ftp://127.0.0.1"}, "base_url", "base_url must be an absolute https URL"),
-        ({"base_url": "https://169.254.169.254"}, "base_url", "base_url's host resolves to a cloud metadata address, which is not allowed"),
+        (
+            {"base_url": "https://169.254.169.254"},
+            "base_url",
+            "base_url's host resolves to a cloud metadata address, which is not allowed",
+        ),
         ({"base_url": "https://user:pw@api.example.com"}, "base_url", "base_url must not carry user information"),
         ({"base_url": "https://api.example.com/v1?x=1"}, "base_url", "base_url must not carry a query or a fragment"),
-        ({"base_url": "https://api.example.com/a/../b"}, "base_url", "base_url's path must be plain ('/v1', not encoded or dotted)"),
+        (
+            {"base_url": "https://api.example.com/a/../b"},
+            "base_url",
+            "base_url's path must be plain ('/v1', not encoded or dotted)",
+        ),
     ],
     ids=["not-http", "metadata", "userinfo", "query", "dotted"],
 )
@@ -244,7 +253,13 @@ async def test_proxy_settings_are_checked_when_written(
 ) -> None:
     response = await app.post(
         API,
-        json={"label": "x", "auth_type": "api_key", "credential_scope": "workspace", "credentials": {"api_key": "k"}, "proxy": proxy},
+        json={
+            "label": "x",
+            "auth_type": "api_key",
+            "credential_scope": "workspace",
+            "credentials": {"api_key": "k"},
+            "proxy": proxy,
+        },
         headers=caller.headers,
     )
     assert response.status_code == 422, response.text
@@ -258,8 +273,13 @@ async def test_public_addresses_only_unless_the_egress_rules_allow_loopback(
     """The session app keeps the default egress rules: a loopback base_url is refused at write time."""
     response = await client.post(
         API,
-        json={"label": "x", "auth_type": "api_key", "credential_scope": "workspace", "credentials": {"api_key": "k"},
-              "proxy": {"base_url": upstream.url}},
+        json={
+            "label": "x",
+            "auth_type": "api_key",
+            "credential_scope": "workspace",
+            "credentials": {"api_key": "k"},
+            "proxy": {"base_url": upstream.url},
+        },
         headers=caller.headers,
     )
     assert response.status_code == 422

@@ -381,7 +381,7 @@ async def test_a_key_with_use_but_not_reveal_can_proxy_and_cannot_reveal(
     app: httpx.AsyncClient, make_caller: MakeCaller, upstream: Upstream
 ) -> None:
     owner = await make_caller(permissions=("read", "write", "reveal", "use"))
-    created, secret = await proxyable(app, owner, upstream)
+    created, _ = await proxyable(app, owner, upstream)
     user_only = await make_caller(owner.workspace, ("use",))
     used = await app.get(f"{PROXY}/{created['id']}/v1/balance", headers=user_only.headers)
     assert used.status_code == 200

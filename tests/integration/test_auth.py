@@ -200,7 +200,7 @@ async def test_a_user_of_several_workspaces_must_name_one(client: httpx.AsyncCli
     assert one.json()["workspace_user"] == {
         "role": "owner",
         "is_owner": True,
-        "permissions": ["read", "write", "reveal", "admin"],
+        "permissions": ["read", "write", "reveal", "admin", "use"],
         "status": "active",
     }
     assert two.json()["workspace_user"] == {

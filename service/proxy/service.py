@@ -160,7 +160,9 @@ class ProxyService:
             for name, value in response.headers.multi_items()
             if name.lower() not in HOP_BY_HOP and name.lower() not in _connection_tokens(response.headers)
         ]
-        return Proxied(response.status_code, headers, bounded(response, limit, record.response_bytes), record)
+        return Proxied(
+            response.status_code, headers, _recorded(bounded(response, limit, record.response_bytes), record), record
+        )
 
     async def _send(self, ctx: RequestContext, credential: Credential, view: ProxyView, call: Call) -> httpx.Response:
         secret = await self.credentials.read_secret(ctx, credential, credential.kv_version)
@@ -183,6 +185,18 @@ class ProxyService:
             raise GatewayTimeout(f"The upstream did not answer within {self.upstreams.policy.timeout:g} s") from None
         except httpx.TransportError as exc:
             raise BadGateway(f"Cannot reach the upstream ({type(exc).__name__})") from None
+
+
+async def _recorded(body: AsyncIterator[bytes], record: Usage) -> AsyncIterator[bytes]:
+    """The body; when it is cut for its size, the call is recorded as such (the response cannot be finished, so the
+    background task that records finished calls does not run)."""
+    try:
+        async for chunk in body:
+            yield chunk
+    except BadGateway:
+        record.outcome = "too_large"
+        await record.save()
+        raise
 
 
 def _connection_tokens(headers: Any) -> set[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -52,6 +53,7 @@ def second_instance(settings: Settings) -> Iterator[str]:
         CREDENTIALS_DB_POOL_MIN="1",
         CREDENTIALS_DB_POOL_MAX="4",
         CREDENTIALS_OAUTH_PROACTIVE_INTERVAL="0",
+        CREDENTIALS_PROXY_MAX_RESPONSE_BYTES="8192",
     )
     with serving(env) as server:
         yield server.url
@@ -257,7 +259,7 @@ async def test_a_revocation_is_seen_by_another_instance_at_once(
     assert (refused.status_code, refused.json()) == (401, {"detail": "Invalid grant"})
     assert seen_after < 1.0
     assert len(upstream.received) == 1
-    missing = await app.delete(f"{API}/{created['id']}/grants/{made['id'][:-1]}0", headers=caller.headers)
+    missing = await app.delete(f"{API}/{created['id']}/grants/{uuid.uuid4()}", headers=caller.headers)
     assert (missing.status_code, missing.json()) == (404, {"detail": "Grant not found"})
 
 
@@ -282,3 +284,21 @@ async def test_literal_dot_segments_are_refused_by_a_real_server(
     status = await raw_get(second_instance, f"{PROXY}/{created['id']}{path}", caller.headers)
     assert status == 400
     assert upstream.received == []
+
+
+async def test_an_answer_that_grows_past_the_limit_while_streaming_is_cut(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream, second_instance: str
+) -> None:
+    """No Content-Length: the status is already sent when the size shows, so the stream is cut short (the client
+    sees an incomplete response, never a complete-looking one) and the call is recorded as too large."""
+    created, _ = await proxyable(app, caller, upstream)
+    async with httpx.AsyncClient(base_url=second_instance, timeout=30) as other:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await other.get(f"{PROXY}/{created['id']}/stream/file", headers=caller.headers)
+    for _ in range(50):
+        usage = (await app.get(f"{API}/{created['id']}/usage", headers=caller.headers)).json()["usage"]
+        if usage:
+            break
+        await asyncio.sleep(0.1)
+    assert [(u["outcome"], u["upstream_status"]) for u in usage] == [("too_large", 200)]
+    assert usage[0]["response_bytes"] > 8192

@@ -66,6 +66,13 @@ class Upstream:
         path = scope["path"]
         if path.startswith("/slow"):
             await asyncio.sleep(self.slow_seconds)
+        if path.startswith("/stream"):
+            # No Content-Length: the size shows only while streaming.
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            for _ in range(self.big_bytes // 1000):
+                await send({"type": "http.response.body", "body": b"y" * 1000, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if path.startswith("/big"):
             await _answer(send, 200, b"x" * self.big_bytes, b"application/octet-stream")
         elif path.startswith("/redirect"):

@@ -116,7 +116,7 @@ def test_credctl_dev_runs_the_stack_and_ctrl_c_leaves_nothing_behind(tmp_path: P
             assert line, "credctl dev exited early:\n" + "".join(printed)
             printed.append(line)
         text = "".join(printed)
-        key = re.search(r"^API key \(workspace 'dev'; read, write, reveal, admin\): (ck_\S+)$", text, re.MULTILINE)
+        key = re.search(r"^API key \(workspace 'dev'; read, write, reveal, admin, use\): (ck_\S+)$", text, re.MULTILINE)
         assert key, text
         jwt_secret = re.search(
             r"^JWT HS256 secret \(user tokens; this run only\): ([0-9a-f]{64})   "

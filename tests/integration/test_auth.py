@@ -478,7 +478,7 @@ async def test_session_of_a_user_carries_their_name_and_email(client: httpx.Asyn
         "workspace_user": {
             "role": "member",
             "is_owner": False,
-            "permissions": ["read", "write", "reveal"],
+            "permissions": ["read", "write", "reveal", "use"],
             "status": "active",
         },
         "auth_type": "bearer_token",

@@ -394,3 +394,12 @@ async def test_a_key_with_use_but_not_reveal_can_proxy_and_cannot_reveal(
     other_workspace = await make_caller(permissions=("use",))
     hidden = await app.get(f"{PROXY}/{created['id']}/v1/balance", headers=other_workspace.headers)
     assert (hidden.status_code, hidden.json()) == (404, {"detail": "Credential not found"})
+
+
+async def test_head_and_options_pass_through(app: httpx.AsyncClient, caller: Caller, upstream: Upstream) -> None:
+    created, _ = await proxyable(app, caller, upstream)
+    head = await app.head(f"{PROXY}/{created['id']}/v1/ping", headers=caller.headers)
+    assert (head.status_code, head.content) == (200, b"")
+    options = await app.options(f"{PROXY}/{created['id']}/v1/ping", headers=caller.headers)
+    assert options.status_code == 200
+    assert [r.method for r in upstream.received] == ["HEAD", "OPTIONS"]

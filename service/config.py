@@ -255,6 +255,13 @@ class ProxySettings(Section, frozen=True, kw_only=True):
     """Provider checks: a credential with ``check`` settings is checked again once its last check is this old, by a
     job of the service every interval/10 (at least 10 s) and by ``credctl check --due`` (0: no job of the service)."""
 
+    def __post_init__(self) -> None:
+        if self.grant_default_ttl_seconds > self.grant_max_ttl_seconds:
+            raise ConfigError(
+                f"CREDENTIALS_GRANT_DEFAULT_TTL={self.grant_default_ttl_seconds} is above "
+                f"CREDENTIALS_GRANT_MAX_TTL={self.grant_max_ttl_seconds}"
+            )
+
 
 class Settings(Section, frozen=True, kw_only=True):
     """Everything the service is configured with (the README lists every variable)."""

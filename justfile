@@ -52,3 +52,9 @@ bench *args: install
     command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || sudo apt-get install -y wrk
     {{python}} -m pip install -q matplotlib psutil rich py-spy
     {{python}} -m bench {{args}}
+
+# the credential proxy against calling its upstream directly, and against reveal (issue 14)
+bench-proxy *args: install
+    command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || sudo apt-get install -y wrk
+    {{python}} -m pip install -q psutil rich
+    {{python}} -m bench.proxy {{args}}

@@ -1,5 +1,6 @@
 -- wrk script for the credentials benchmark. Configured by environment variables:
---   BENCH_OP    get | list | search | update | reveal | create | delete | mixed
+--   BENCH_OP    get | list | search | update | reveal | create | delete | mixed | proxy | direct
+--               (proxy: GET /api/v1/proxy/<id>/v1/ping; direct: GET /v1/ping, for the upstream itself)
 --   BENCH_KEY   API key (sent as Authorization: Bearer; the HTTP floor ignores it)
 --   BENCH_IDS   file of credential ids, one a line (get, update, reveal, delete, mixed)
 --   BENCH_REVEAL_IDS  file of revealable ids (mixed)
@@ -60,6 +61,10 @@ local function make(kind)
       return wrk.format("POST", base, nil,
          '{"label":"' .. pick(words) .. ' bench ' .. tid .. '-' .. counter .. '","auth_type":"api_key",' ..
          '"credential_scope":"workspace","credentials":{"api_key":"sk_bench_' .. math.random(1000000000) .. '"}}')
+   elseif kind == "proxy" then
+      return wrk.format("GET", "/api/v1/proxy/" .. pick(ids) .. "/v1/ping")
+   elseif kind == "direct" then
+      return wrk.format("GET", "/v1/ping")
    elseif kind == "delete" then
       local id = ids[cursor]
       cursor = cursor + nthreads

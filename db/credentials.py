@@ -331,3 +331,18 @@ async def forget(credential_id: uuid.UUID) -> None:
         credential_id,
         credential_id,
     )
+
+
+async def check_due(checked_before: datetime, limit: int) -> list[dict[str, Any]]:
+    """Visible, active rows with provider check settings whose last check (if any) was at or before
+    ``checked_before``, the longest unchecked first (every workspace: the check job runs for all)."""
+    last = "(proxy ->> 'last_checked_at')::timestamptz"
+    return list(
+        await Credential.raw(
+            f"SELECT id, workspace_id FROM credential WHERE {VISIBLE} AND status = 'active' "
+            f"AND jsonb_typeof(proxy -> 'check') = 'object' AND ({last} IS NULL OR {last} <= {{}}) "
+            f"ORDER BY {last} NULLS FIRST LIMIT {{}}",
+            checked_before,
+            limit,
+        )
+    )

@@ -15,9 +15,9 @@ from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.postgres import PostgresEngine
 
 from db import metrics, piccolo_conf
-from db.tables import ApiKey, Credential, CredentialVersion
+from db.tables import ApiKey, Credential, CredentialGrant, CredentialUsage, CredentialVersion
 
-TABLES = (Credential, ApiKey, CredentialVersion, Migration)
+TABLES = (Credential, ApiKey, CredentialVersion, CredentialGrant, CredentialUsage, Migration)
 
 
 def bind(database_url: str, connect_timeout: float = 60.0) -> PostgresEngine:

@@ -24,8 +24,14 @@ from service.context import RequestContext, provide_context, request_id_middlewa
 from service.credentials.controller import CredentialController
 from service.credentials.service import CredentialService
 from service.errors import EXCEPTION_HANDLERS
+from service.grants.controller import GrantController
+from service.grants.service import GrantService
 from service.maintenance.jobs import scheduled
 from service.openapi import COMPONENTS, document_workspace_header, follow_fastapi, operation_id
+from service.proxy.check import CheckService
+from service.proxy.controller import proxy_handler
+from service.proxy.jobs import scheduled_checks
+from service.proxy.service import ProxyService
 from service.runtime import tuned_gc
 from service.schemas import ReadSchema
 from service.services import Services
@@ -63,11 +69,14 @@ async def jobs(app: Litestar) -> AsyncIterator[None]:
     """The purge and the proactive refresh, on their intervals."""
     built: Services = app.state.services
     lifecycle, oauth = built.settings.lifecycle, built.settings.oauth
-    async with scheduled(
-        built.credentials,
-        purge_interval=lifecycle.purge_interval_seconds,
-        refresh_interval=oauth.proactive_interval_seconds,
-        refresh_window=timedelta(seconds=oauth.proactive_window_seconds),
+    async with (
+        scheduled(
+            built.credentials,
+            purge_interval=lifecycle.purge_interval_seconds,
+            refresh_interval=oauth.proactive_interval_seconds,
+            refresh_window=timedelta(seconds=oauth.proactive_window_seconds),
+        ),
+        scheduled_checks(built.checks, built.settings.proxy.check_interval_seconds),
     ):
         yield
 
@@ -75,6 +84,21 @@ async def jobs(app: Litestar) -> AsyncIterator[None]:
 def provide_service(request: Request[Any, Any, Any]) -> CredentialService:
     built: Services = request.app.state.services
     return built.credentials
+
+
+def provide_proxy(request: Request[Any, Any, Any]) -> ProxyService:
+    built: Services = request.app.state.services
+    return built.proxy
+
+
+def provide_grants(request: Request[Any, Any, Any]) -> GrantService:
+    built: Services = request.app.state.services
+    return built.grants
+
+
+def provide_checks(request: Request[Any, Any, Any]) -> CheckService:
+    built: Services = request.app.state.services
+    return built.checks
 
 
 @get("/health/live", tags=["Health"], summary="Liveness")
@@ -102,14 +126,29 @@ def create_app(settings: Settings | None = None) -> Litestar:
     TokenVerifier.from_settings(settings.jwt)
     api = Router(
         path="/api/v1",
-        route_handlers=[CredentialController, ApiKeyController, get_session],
+        route_handlers=[
+            CredentialController,
+            ApiKeyController,
+            get_session,
+            GrantController,
+            proxy_handler(settings.proxy.max_request_bytes),
+        ],
         guards=[auth_guard],
         dependencies={
             "ctx": Provide(provide_context, sync_to_thread=False),
             # Not "credentials": Litestar would take a body field of that name for this dependency in its errors.
             "service": Provide(provide_service, sync_to_thread=False),
+            "proxy": Provide(provide_proxy, sync_to_thread=False),
+            "grants": Provide(provide_grants, sync_to_thread=False),
+            "checks": Provide(provide_checks, sync_to_thread=False),
         },
-        signature_namespace={"RequestContext": RequestContext, "CredentialService": CredentialService},
+        signature_namespace={
+            "RequestContext": RequestContext,
+            "CredentialService": CredentialService,
+            "ProxyService": ProxyService,
+            "GrantService": GrantService,
+            "CheckService": CheckService,
+        },
     )
     app = Litestar(
         route_handlers=[api, live, ready, *([metrics_endpoint] if settings.telemetry.metrics else [])],

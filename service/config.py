@@ -297,6 +297,38 @@ class HardeningSettings(Section, frozen=True, kw_only=True):
                 raise ConfigError(f"{name}={value!r} is not a rate such as '30/minute'") from None
 
 
+class ProxySettings(Section, frozen=True, kw_only=True):
+    """The credential proxy, grants and provider checks. Upstreams obey the OAuth egress rules
+    (``CREDENTIALS_OAUTH_ALLOW_LOOPBACK``/``_PRIVATE``)."""
+
+    timeout_seconds: Annotated[float, Env("CREDENTIALS_PROXY_TIMEOUT"), msgspec.Meta(gt=0, le=600)] = 30.0
+    """Deadline for the upstream's answer to begin (504 past it), and for each read or write while streaming."""
+    max_request_bytes: Annotated[
+        int, Env("CREDENTIALS_PROXY_MAX_REQUEST_BYTES"), msgspec.Meta(ge=1024, le=1024 * 1024 * 1024)
+    ] = 10 * 1024 * 1024
+    """A proxied request body larger than this answers 413."""
+    max_response_bytes: Annotated[
+        int, Env("CREDENTIALS_PROXY_MAX_RESPONSE_BYTES"), msgspec.Meta(ge=1024, le=4 * 1024 * 1024 * 1024)
+    ] = 50 * 1024 * 1024
+    """An upstream answer declared larger than this answers 502; one that grows past it while streaming is cut."""
+    max_connections: Annotated[int, Env("CREDENTIALS_PROXY_MAX_CONNECTIONS"), msgspec.Meta(ge=1, le=10_000)] = 100
+    """Connections kept open to each upstream host."""
+    grant_default_ttl_seconds: Annotated[int, Env("CREDENTIALS_GRANT_DEFAULT_TTL"), msgspec.Meta(ge=1, le=_DAY)] = 900
+    """A grant's lifetime when the request names none."""
+    grant_max_ttl_seconds: Annotated[int, Env("CREDENTIALS_GRANT_MAX_TTL"), msgspec.Meta(ge=1, le=30 * _DAY)] = _DAY
+    """The longest lifetime a grant may be given (``ttl_seconds`` above it answers 422)."""
+    check_interval_seconds: Annotated[int, Env("CREDENTIALS_CHECK_INTERVAL"), msgspec.Meta(ge=0, le=30 * _DAY)] = 0
+    """Provider checks: a credential with ``check`` settings is checked again once its last check is this old, by a
+    job of the service every interval/10 (at least 10 s) and by ``credctl check --due`` (0: no job of the service)."""
+
+    def __post_init__(self) -> None:
+        if self.grant_default_ttl_seconds > self.grant_max_ttl_seconds:
+            raise ConfigError(
+                f"CREDENTIALS_GRANT_DEFAULT_TTL={self.grant_default_ttl_seconds} is above "
+                f"CREDENTIALS_GRANT_MAX_TTL={self.grant_max_ttl_seconds}"
+            )
+
+
 class Settings(Section, frozen=True, kw_only=True):
     """Everything the service is configured with (the README lists every variable)."""
 
@@ -308,6 +340,7 @@ class Settings(Section, frozen=True, kw_only=True):
     oauth: OAuthSettings = OAuthSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     hardening: HardeningSettings = HardeningSettings()
+    proxy: ProxySettings = ProxySettings()
     dev_mode: Annotated[bool, Env("CREDENTIALS_DEV_MODE")] = False
     """Allows placeholder and root tokens; never in production."""
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Env("CREDENTIALS_LOG_LEVEL")] = "INFO"

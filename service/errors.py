@@ -8,10 +8,12 @@
     ├── Conflict              409     the credential's state forbids it (disabled, revoked, expired)
     ├── Gone                  410     a version that was destroyed
     ├── PreconditionFailed    412     If-Match no longer matches
+    ├── PayloadTooLarge       413     a proxied request body over CREDENTIALS_PROXY_MAX_REQUEST_BYTES
     ├── RequestInvalid        422     {"detail": [{"loc": [...], "msg": "...", "type": "..."}]}
     ├── BadGateway            502     an OAuth provider's token endpoint failed, timed out or was refused by the egress rules
     ├── BackendUnavailable    503     with Retry-After; Vault or Postgres cannot serve now
-    └── SecretStoreMisconfigured 500  Vault refused the service (policy, login, mount, key): retrying cannot help
+    ├── SecretStoreMisconfigured 500  Vault refused the service (policy, login, mount, key): retrying cannot help
+    └── GatewayTimeout        504     a proxied upstream did not answer in time
 
 Errors from below (``vault.errors``, asyncpg, Litestar's own validation) are translated here, once. Their
 messages can carry URLs, SQL or hostnames, so they go to the log and never to the client.
@@ -75,7 +77,13 @@ class Gone(ServiceError, status=410): ...
 class PreconditionFailed(ServiceError, status=412): ...
 
 
+class PayloadTooLarge(ServiceError, status=413): ...
+
+
 class BadGateway(ServiceError, status=502): ...
+
+
+class GatewayTimeout(ServiceError, status=504): ...
 
 
 class BackendUnavailable(ServiceError, status=503): ...

@@ -21,8 +21,12 @@ from db.database import connection_pool
 from service.auth.tokens import TokenVerifier
 from service.config import DatabaseSettings, Settings
 from service.credentials.service import CredentialService, Lifecycle
+from service.grants.service import GrantService
 from service.oauth.client import ClientPolicy, TokenClient
 from service.oauth.egress import EgressRules
+from service.proxy.check import CheckService
+from service.proxy.service import ProxyService
+from service.proxy.upstream import UpstreamPolicy, Upstreams
 from service.startup import StartupError, database_errors, vault_errors
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext, SecretStore
 
@@ -42,6 +46,9 @@ class Services:
     credentials: CredentialService
     tokens: TokenVerifier | None
     """Verifies user tokens; None when none is configured (then only API keys are accepted)."""
+    proxy: ProxyService
+    grants: GrantService
+    checks: CheckService
 
     @classmethod
     @asynccontextmanager
@@ -52,12 +59,23 @@ class Services:
         if one_off:
             database = msgspec.structs.replace(database, pool_min=1, pool_max=ONE_OFF_WORKERS)
             workers = ONE_OFF_WORKERS
-        async with open_database(database), open_secret_store(settings, workers) as store:
+        async with (
+            open_database(database),
+            open_secret_store(settings, workers) as store,
+            open_upstreams(settings) as upstreams,
+        ):
+            credentials = credential_service(settings, store)
+            proxy = ProxyService(credentials, upstreams)
             yield cls(
                 settings=settings,
                 store=store,
-                credentials=credential_service(settings, store),
+                credentials=credentials,
                 tokens=TokenVerifier.from_settings(settings.jwt),
+                proxy=proxy,
+                grants=GrantService(
+                    credentials, settings.proxy.grant_default_ttl_seconds, settings.proxy.grant_max_ttl_seconds
+                ),
+                checks=CheckService(proxy),
             )
 
 
@@ -80,6 +98,24 @@ def credential_service(settings: Settings, store: SecretStore) -> CredentialServ
         TokenClient(policy),
         refresh_skew=timedelta(seconds=oauth.refresh_skew_seconds),
     )
+
+
+@asynccontextmanager
+async def open_upstreams(settings: Settings) -> AsyncIterator[Upstreams]:
+    """The proxy's HTTP clients (one per upstream address), closed with the service."""
+    oauth, proxy = settings.oauth, settings.proxy
+    upstreams = Upstreams(
+        UpstreamPolicy(
+            rules=EgressRules(allow_loopback=oauth.allow_loopback, allow_private=oauth.allow_private),
+            timeout=proxy.timeout_seconds,
+            max_connections=proxy.max_connections,
+            max_response_bytes=proxy.max_response_bytes,
+        )
+    )
+    try:
+        yield upstreams
+    finally:
+        await upstreams.aclose()
 
 
 @asynccontextmanager

@@ -27,6 +27,7 @@ from service.auth.throttle import FailureReason, Throttle, key_prefix
 from service.auth.tokens import EXPIRED_TOKEN, INVALID_TOKEN, SUPABASE_PREFIX, TokenVerifier
 from service.context import RequestContext
 from service.errors import BadRequest, Forbidden, RequestInvalid, Unauthorized
+from service.grants import service as grants
 
 NOT_AUTHENTICATED = "Not authenticated"
 TOKENS_NOT_ACCEPTED = "User tokens are not accepted by this service"
@@ -98,12 +99,22 @@ def _user_principal(token: str, requested: str | None, verifier: TokenVerifier |
     )
 
 
-async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], verifier: TokenVerifier | None) -> Principal:
+async def authenticate(
+    connection: ASGIConnection[Any, Any, Any, Any], verifier: TokenVerifier | None, grant_for: str | None = None
+) -> Principal:
+    """``grant_for``: the credential whose proxy route this is; only there is a grant token accepted (elsewhere it
+    is no API key, and answers 401 as one)."""
     presented = _presented(connection)
     if presented is None:
         raise Unauthorized(NOT_AUTHENTICATED)
     kind, credential = presented
     requested = connection.headers.get("x-workspace-id")
+    if grant_for is not None and kind == "api_key" and credential.startswith(grants.PREFIX):
+        principal = await grants.principal_of(credential, grant_for)
+        _check_length(requested)
+        if requested is not None and not hmac.compare_digest(requested.encode(), principal.workspace_id.encode()):
+            raise Forbidden("X-Workspace-Id does not match the grant's workspace")
+        return principal
     if kind == "token":
         return _user_principal(credential, requested, verifier)
     return await _api_key_principal(credential, requested, getattr(connection.app.state, "key_cache", None))
@@ -118,13 +129,15 @@ _REASONS = {
 }
 
 
-async def throttled_authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+async def throttled_authenticate(
+    connection: ASGIConnection[Any, Any, Any, Any], grant_for: str | None = None
+) -> Principal:
     """``authenticate``, refused with 429 while the caller's address or key prefix has spent its failures, and
     each 401 recorded as a failure (``service.auth.throttle``)."""
     verifier = connection.app.state.services.tokens
     throttle: Throttle | None = getattr(connection.app.state, "throttle", None)
     if throttle is None:
-        return await authenticate(connection, verifier)
+        return await authenticate(connection, verifier, grant_for)
     address = throttle.client_address(
         connection.client.host if connection.client else None, connection.headers.get("x-forwarded-for")
     )
@@ -132,7 +145,7 @@ async def throttled_authenticate(connection: ASGIConnection[Any, Any, Any, Any])
     prefix = key_prefix(connection.headers.get("x-api-key") or authorization.partition(" ")[2].strip())
     throttle.check(address, prefix)
     try:
-        return await authenticate(connection, verifier)
+        return await authenticate(connection, verifier, grant_for)
     except Unauthorized as exc:
         throttle.failed(_REASONS.get(exc.detail, FailureReason.malformed), address, prefix)
         raise
@@ -141,7 +154,8 @@ async def throttled_authenticate(connection: ASGIConnection[Any, Any, Any, Any])
 async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Runs before the request body or query is parsed: an anonymous caller learns nothing about validation.
     A handler's ``opt={"permission": ...}`` names what it needs."""
-    principal = await throttled_authenticate(connection)
+    grant_for = connection.path_params.get("credential_id") if handler.opt.get("grant") else None
+    principal = await throttled_authenticate(connection, grant_for)
     permission = handler.opt.get("permission")
     if permission:
         principal.require(Permission(permission))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from service.errors import Forbidden
+from service.grants.scope import GrantScope
 
 
 class Permission(enum.StrEnum):
@@ -21,6 +22,9 @@ class Permission(enum.StrEnum):
     """Decrypt a credential's secret."""
     admin = "admin"
     """Manage the workspace's API keys, and see every user's ``user``/``workspace_member`` credentials."""
+    use = "use"
+    """Call a third party through the credential proxy (the secret is injected, never shown) and hand out grants.
+    An API key may hold it without ``reveal``."""
 
 
 class Role(enum.StrEnum):
@@ -35,7 +39,7 @@ class Role(enum.StrEnum):
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     Role.owner: frozenset(Permission),
     Role.admin: frozenset(Permission),
-    Role.member: frozenset({Permission.read, Permission.write, Permission.reveal}),
+    Role.member: frozenset({Permission.read, Permission.write, Permission.reveal, Permission.use}),
     Role.viewer: frozenset({Permission.read}),
 }
 
@@ -50,7 +54,7 @@ class Principal:
     workspace_id: str
     actor_id: str
     permissions: frozenset[Permission]
-    kind: Literal["api_key", "user", "system"] = "api_key"
+    kind: Literal["api_key", "user", "system", "grant"] = "api_key"
     role: Role | None = None
     """The user's role in the workspace; None for an API key."""
     provider: str = "api_key"
@@ -58,6 +62,8 @@ class Principal:
     label: str | None = None
     email: str | None = None
     name: str | None = None
+    grant: GrantScope | None = None
+    """For a grant token: the one credential it is bound to and what it narrows (``service.grants``)."""
 
     @classmethod
     def system(cls, actor: str, workspace_id: str) -> Principal:

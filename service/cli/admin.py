@@ -98,7 +98,10 @@ def api_key() -> None:
 @api_key.command("create")
 @click.option("--workspace", required=True, help="workspace the key acts in")
 @click.option(
-    "--permissions", default="read,write,reveal", show_default=True, help="comma-separated: read, write, reveal, admin"
+    "--permissions",
+    default="read,write,reveal",
+    show_default=True,
+    help="comma-separated: read, write, reveal, admin, use",
 )
 @click.option("--label", default=None)
 @click.option(

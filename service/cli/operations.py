@@ -163,3 +163,23 @@ def reconcile(apply: bool, older_than: int) -> None:
         click.echo("nothing to repair")
     elif not apply:
         click.echo("dry run: run again with --apply to repair")
+
+
+@main.command("check")
+@click.option("--due", is_flag=True, required=True, help="check every credential whose last check is too old")
+@click.option("--older-than", type=int, default=None, help="seconds [default: CREDENTIALS_CHECK_INTERVAL, or 1 day]")
+def check(due: bool, older_than: int | None) -> None:
+    """Run the provider checks that are due (credentials with proxy.check settings), once; for cron when the
+    service's own check job is off. Exits 1 when a check could not run."""
+    from service.proxy.check import CheckReport, check_due
+
+    async def work(services: Services) -> CheckReport:
+        seconds = older_than if older_than is not None else (services.settings.proxy.check_interval_seconds or 86_400)
+        return await check_due(services.checks, timedelta(seconds=seconds))
+
+    report = _with_services(work)
+    click.echo(report.summary())
+    for line in report.failed:
+        click.echo(f"failed {line}", err=True)
+    if report.failed:
+        sys.exit(1)

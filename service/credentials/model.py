@@ -44,6 +44,7 @@ from service.auth.principal import Principal
 from service.credentials.schemas import AuthType, CredentialMasked, CredentialRead, CredentialType
 from service.credentials.secrets import REFRESHABLE
 from service.errors import CREDENTIAL_NOT_FOUND, Conflict, Forbidden, NotFound, RequestInvalid
+from service.proxy.schemas import ProxyView
 
 
 def now() -> datetime:
@@ -111,6 +112,8 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
     state: State
     kv_version: int
     """The KV v2 version of the secret the API serves (0: none yet)."""
+    proxy: str | None = None
+    """The proxy settings as stored (JSON; ``service.proxy.config``): None when the credential is not proxyable."""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Credential:
@@ -148,6 +151,8 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
     def _read_fields(self) -> dict[str, Any]:
         values = {name: getattr(self, name) for name in _READ_FIELDS}
         values.update(id=str(self.id), status=self.status_at())
+        if self.proxy is not None:
+            values["proxy"] = msgspec.json.decode(self.proxy, type=ProxyView)
         return values
 
     # -- the status rules ------------------------------------------------------------------------------------------
@@ -201,7 +206,9 @@ def status_columns(target: Status, reason: str | None, actor: str) -> dict[str, 
     }
 
 
-_READ_FIELDS = tuple(name for name in CredentialRead.__struct_fields__ if name in Credential.__struct_fields__)
+_READ_FIELDS = tuple(
+    name for name in CredentialRead.__struct_fields__ if name in Credential.__struct_fields__ and name != "proxy"
+)
 
 
 def status_filter(status: str, when: datetime) -> StatusFilter:
@@ -222,6 +229,11 @@ SCOPES = (WORKSPACE, *USER_SCOPES)
 
 def visible_to(principal: Principal, **narrower: Any) -> CredentialFilter:
     """The credentials ``principal`` may see (its workspace, the scopes it may see), narrowed by ``narrower``."""
+    if principal.grant is not None:
+        # A grant sees exactly the credential it is bound to (whoever made it could see that one), nothing else.
+        return CredentialFilter(
+            workspace_id=principal.workspace_id, **{**narrower, "id": uuid.UUID(principal.grant.credential_id)}
+        )
     if principal.sees_every_user:
         return CredentialFilter(workspace_id=principal.workspace_id, **narrower)
     if principal.is_user:

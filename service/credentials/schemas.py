@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from service.proxy.schemas import ProxyConfig, ProxyView
 from service.schemas import NO_NUL, Page, ReadSchema, Schema, masked_repr
 
 
@@ -94,6 +95,8 @@ class CredentialCreate(Schema, kw_only=True):
     user_id: UserId | None = None
     expires_at: datetime | None = None
     """Addition: when the credential expires (also taken from ``credentials.expires_at`` where the type has one)."""
+    proxy: ProxyConfig | None = None
+    """Addition: proxy settings, to use the credential through ``/api/v1/proxy/{id}/...`` without revealing it."""
 
 
 class CredentialUpdate(Schema, kw_only=True):
@@ -108,6 +111,8 @@ class CredentialUpdate(Schema, kw_only=True):
     credentials: SecretData | msgspec.UnsetType | None = msgspec.UNSET
     expires_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
     """Addition: a new expiry (null leaves it as is)."""
+    proxy: ProxyConfig | msgspec.UnsetType | None = msgspec.UNSET
+    """Addition: new proxy settings, replacing the old ones (null leaves them as they are)."""
 
 
 class CredentialRead(ReadSchema, frozen=True, kw_only=True):
@@ -135,6 +140,8 @@ class CredentialRead(ReadSchema, frozen=True, kw_only=True):
     """Addition: why the status last changed (disable, enable, revoke, refresh failure)."""
     status_changed_at: datetime | None = None
     """Addition: when the status last changed."""
+    proxy: ProxyView | msgspec.UnsetType = msgspec.UNSET
+    """Addition: the proxy settings and the last provider check; absent when the credential is not proxyable."""
 
 
 class CredentialMasked(CredentialRead, frozen=True, kw_only=True):

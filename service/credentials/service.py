@@ -40,6 +40,8 @@ from service.credentials.schemas import (
 from service.errors import CREDENTIAL_NOT_FOUND, Conflict, Gone, NotFound, PreconditionFailed, RequestInvalid
 from service.oauth.client import TokenClient
 from service.oauth.egress import EgressRefused
+from service.proxy import config as proxy_config
+from service.proxy.schemas import ProxyConfig
 from vault.errors import SecretNotFound, VersionConflict
 from vault.secret import Secret
 from vault.store import CallContext, SecretStore
@@ -89,6 +91,7 @@ class CredentialService:
         user_id = model.owner_for_create(ctx.principal, data.credential_scope, data.user_id)
         secret = secrets.validate(data.auth_type, data.credentials)
         await self._check_egress(secret.fields)
+        proxy = None if data.proxy is None else await self._proxy(data.proxy, data.auth_type, None)
         when = model.now()
         credential = Credential(
             id=uuid.uuid4(),
@@ -112,6 +115,7 @@ class CredentialService:
             deleted_at=None,
             state=State.pending,
             kv_version=0,
+            proxy=proxy,
         )
         await rows.insert(credential.row())
         call = ctx.vault()
@@ -229,6 +233,10 @@ class CredentialService:
         }
         new_secret = None if data.credentials in (msgspec.UNSET, None) else data.credentials
         checked = None
+        if isinstance(data.proxy, ProxyConfig):
+            # Checked before the row lock, as the secret's egress rules are (a DNS lookup can take seconds).
+            seen = await self._visible(ctx, cid)
+            changes["proxy"] = await self._proxy(data.proxy, seen.auth_type, seen.proxy)
         if new_secret is not None:
             # Checked before taking the row lock (a DNS lookup for the egress rule can take seconds); auth_type
             # never changes after create, so the unlocked read is enough.
@@ -398,6 +406,10 @@ class CredentialService:
             version = await self.store.update(call, cid, plaintext, expected_version=current)
         await versions.record(credential.id, version, ctx.actor_id, reason, **extra)
         return version
+
+    async def _proxy(self, config: ProxyConfig, auth_type: AuthType, previous: str | None) -> str:
+        policy = self.oauth.policy
+        return await proxy_config.settle(config, auth_type, policy.egress, policy.timeout, previous)
 
     async def _check_egress(self, fields: secrets.SecretFields) -> None:
         if isinstance(fields, secrets.RefreshableSecret):

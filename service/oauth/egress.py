@@ -58,24 +58,25 @@ def refused_because(address: IPAddress, rules: EgressRules) -> str | None:
     return None
 
 
-def parse(url: str, rules: EgressRules) -> SplitResult:
+def parse(url: str, rules: EgressRules, name: str = "token_url") -> SplitResult:
+    """``name``: the field the URL came from, for the messages (``token_url``, the proxy's ``base_url``)."""
     parts = urlsplit(url)
     if parts.scheme not in {"https", "http"} or not parts.hostname:
-        raise EgressRefused("token_url must be an absolute https URL")
+        raise EgressRefused(f"{name} must be an absolute https URL")
     if parts.username is not None or parts.password is not None:
-        raise EgressRefused("token_url must not carry user information")
+        raise EgressRefused(f"{name} must not carry user information")
     if parts.scheme == "http" and not rules.allow_loopback:
-        raise EgressRefused("token_url must use https")
+        raise EgressRefused(f"{name} must use https")
     return parts
 
 
-def port_of(parts: SplitResult) -> int:
+def port_of(parts: SplitResult, name: str = "token_url") -> int:
     try:
         port = parts.port
     except ValueError:
-        raise EgressRefused("token_url has an invalid port") from None
+        raise EgressRefused(f"{name} has an invalid port") from None
     if port == 0:
-        raise EgressRefused("token_url has an invalid port")  # port 0 means "any" to the socket layer
+        raise EgressRefused(f"{name} has an invalid port")  # port 0 means "any" to the socket layer
     return port if port is not None else (443 if parts.scheme == "https" else 80)
 
 
@@ -94,28 +95,30 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return found
 
 
-def check_addresses(parts: SplitResult, addresses: list[IPAddress], rules: EgressRules) -> None:
+def check_addresses(
+    parts: SplitResult, addresses: list[IPAddress], rules: EgressRules, name: str = "token_url"
+) -> None:
     """Refuse when any address is off limits, and plain http to anything but loopback."""
     if not addresses:
-        raise EgressRefused("token_url's host does not resolve")
+        raise EgressRefused(f"{name}'s host does not resolve")
     for address in addresses:
         reason = refused_because(address, rules)
         if reason is not None:
-            raise EgressRefused(f"token_url's host resolves to {reason}, which is not allowed")
+            raise EgressRefused(f"{name}'s host resolves to {reason}, which is not allowed")
     if parts.scheme == "http" and not all(a.is_loopback for a in addresses):
-        raise EgressRefused("token_url must use https (http is allowed only to loopback)")
+        raise EgressRefused(f"{name} must use https (http is allowed only to loopback)")
 
 
-async def check_url(url: str, rules: EgressRules, resolve_within: float) -> None:
+async def check_url(url: str, rules: EgressRules, resolve_within: float, name: str = "token_url") -> None:
     """The check made when a URL is stored. A name that does not resolve now (within ``resolve_within`` seconds,
     at most 5) is accepted over https: it is checked again before every call, where it counts."""
-    parts = parse(url, rules)
+    parts = parse(url, rules, name)
     assert parts.hostname is not None  # parse refused URLs without one
     try:
         async with asyncio.timeout(min(resolve_within, 5.0)):
-            addresses = await resolve(parts.hostname, port_of(parts))
+            addresses = await resolve(parts.hostname, port_of(parts, name))
     except (OSError, TimeoutError):
         if parts.scheme == "http":
-            raise EgressRefused("token_url must use https (http is allowed only to loopback)") from None
+            raise EgressRefused(f"{name} must use https (http is allowed only to loopback)") from None
         return
-    check_addresses(parts, addresses, rules)
+    check_addresses(parts, addresses, rules, name)

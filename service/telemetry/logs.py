@@ -60,6 +60,11 @@ def logging_config(level: str, fmt: str) -> LoggingConfig:
         formatters={"standard": formatter},
         filters={"request": {"()": RequestFields}},
         handlers=handlers,
-        loggers={"litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False}},
+        # httpx logs every request's URL at INFO: a proxied URL can carry a secret in its query (injection by query
+        # parameter), so only its warnings are kept.
+        loggers={
+            "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
+            "httpx": {"level": "WARNING"},
+        },
         log_exceptions="never",
     )

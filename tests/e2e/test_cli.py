@@ -116,7 +116,7 @@ def test_credctl_dev_runs_the_stack_and_ctrl_c_leaves_nothing_behind(tmp_path: P
             assert line, "credctl dev exited early:\n" + "".join(printed)
             printed.append(line)
         text = "".join(printed)
-        key = re.search(r"^API key \(workspace 'dev'; read, write, reveal, admin\): (ck_\S+)$", text, re.MULTILINE)
+        key = re.search(r"^API key \(workspace 'dev'; read, write, reveal, admin, use\): (ck_\S+)$", text, re.MULTILINE)
         assert key, text
         jwt_secret = re.search(
             r"^JWT HS256 secret \(user tokens; this run only\): ([0-9a-f]{64})   "
@@ -152,7 +152,7 @@ def test_credctl_dev_runs_the_stack_and_ctrl_c_leaves_nothing_behind(tmp_path: P
         keys = httpx.get(f"{url}/api/v1/api-keys", headers=headers, timeout=10)
         assert keys.status_code == 200, keys.text
         assert [(k["workspace_id"], k["permissions"], k["label"]) for k in keys.json()["api_keys"]] == [
-            ("dev", ["read", "write", "reveal", "admin"], "credctl dev")
+            ("dev", ["read", "write", "reveal", "admin", "use"], "credctl dev")
         ]
         assert key.group(1).startswith(keys.json()["api_keys"][0]["key"])
         # A user token minted with the printed secret is accepted: an owner of 'dev', with every permission.
@@ -165,7 +165,7 @@ def test_credctl_dev_runs_the_stack_and_ctrl_c_leaves_nothing_behind(tmp_path: P
             "workspace_user": {
                 "role": "owner",
                 "is_owner": True,
-                "permissions": ["read", "write", "reveal", "admin"],
+                "permissions": ["read", "write", "reveal", "admin", "use"],
                 "status": "active",
             },
             "auth_type": "bearer_token",

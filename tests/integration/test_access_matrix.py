@@ -34,7 +34,8 @@ from tests.support.tokens import mint, stranger_rsa_key
 
 KEYS_API = "/api/v1/api-keys"
 SESSION_API = "/api/v1/auth/session"
-ALL = ("read", "write", "reveal", "admin")
+ALL = ("read", "write", "reveal", "admin", "use")
+PROXY_API = "/api/v1/proxy"
 
 
 @dataclass
@@ -116,7 +117,7 @@ def broken_key(how: str) -> Callable[[World], Awaitable[Who]]:
     return make
 
 
-ROLE_PERMISSIONS = {"owner": ALL, "admin": ALL, "member": ("read", "write", "reveal"), "viewer": ("read",)}
+ROLE_PERMISSIONS = {"owner": ALL, "admin": ALL, "member": ("read", "write", "reveal", "use"), "viewer": ("read",)}
 # Each role signs with another algorithm, so every verification path is exercised by the whole matrix.
 ROLE_SIGNING = {
     "owner": {"algorithm": "HS256"},
@@ -184,6 +185,7 @@ CALLERS: dict[str, Callable[[World], Awaitable[Who]]] = {
     "key-write": api_key_caller("write"),
     "key-reveal": api_key_caller("reveal"),
     "key-admin": api_key_caller("admin"),
+    "key-use": api_key_caller("use"),
     "key-read-write-reveal": api_key_caller("read", "write", "reveal"),
     "key-all": api_key_caller(*ALL),
     "user-owner": user_caller("owner"),
@@ -226,7 +228,14 @@ ENDPOINTS = {
     "list-api-keys": Endpoint("GET", KEYS_API, "admin", None),
     "revoke-api-key": Endpoint("DELETE", KEYS_API + "/{id}", "admin", "key"),
     "session": Endpoint("GET", SESSION_API, None, None),
+    "proxy-call": Endpoint("GET", PROXY_API + "/{id}/v1/ping", "use", "credential"),
+    "create-grant": Endpoint("POST", API + "/{id}/grants", "use", "credential", {"ttl_seconds": 60}),
+    "list-grants": Endpoint("GET", API + "/{id}/grants", "read", "credential"),
+    "list-usage": Endpoint("GET", API + "/{id}/usage", "read", "credential"),
+    "check-credential": Endpoint("POST", API + "/{id}/check", "use", "credential"),
 }
+NOT_PROXYABLE = "The credential has no proxy settings; set 'proxy' (base_url, methods, path_prefixes) to use it"
+"""The matrix's credentials have no proxy settings: whoever passes authentication and permission gets this 409."""
 CELLS = [
     (caller, endpoint, target)
     for caller in CALLERS
@@ -259,6 +268,8 @@ def expected(
         return 403, {"detail": "Cannot grant the 'read' permission, which the caller lacks"}
     if target == "other":
         return 404, {"detail": "Credential not found" if endpoint.target == "credential" else "API key not found"}
+    if name in {"proxy-call", "create-grant", "check-credential"}:
+        return 409, {"detail": NOT_PROXYABLE}
     return 200, success_body(who, name, world, obj, got, listed_own)
 
 
@@ -288,6 +299,8 @@ def success_body(
         }
     if name == "list-credentials":
         return {"credentials": [listed_own], "total": 1, "page": 1, "size": 100}
+    if name in {"list-grants", "list-usage"}:
+        return {"grants" if name == "list-grants" else "usage": [], "total": 0, "page": 1, "size": 100}
     assert obj is not None or name in {"create-api-key", "list-api-keys", "session"}
     if name == "get-credential":
         return obj

@@ -200,7 +200,7 @@ async def test_a_user_of_several_workspaces_must_name_one(client: httpx.AsyncCli
     assert one.json()["workspace_user"] == {
         "role": "owner",
         "is_owner": True,
-        "permissions": ["read", "write", "reveal", "admin"],
+        "permissions": ["read", "write", "reveal", "admin", "use"],
         "status": "active",
     }
     assert two.json()["workspace_user"] == {
@@ -478,7 +478,7 @@ async def test_session_of_a_user_carries_their_name_and_email(client: httpx.Asyn
         "workspace_user": {
             "role": "member",
             "is_owner": False,
-            "permissions": ["read", "write", "reveal"],
+            "permissions": ["read", "write", "reveal", "use"],
             "status": "active",
         },
         "auth_type": "bearer_token",

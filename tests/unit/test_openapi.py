@@ -70,11 +70,25 @@ AUTH_TYPES_OPERATION = ("/api/v1/credentials/auth-types", "get")
 HEALTH_OPERATIONS = [("/health/live", "get"), ("/health/ready", "get")]
 # Fields added to Mielto's schemas (optional and nullable, never required), documented in the README.
 ADDED_FIELDS = {
-    "CredentialCreate": {"expires_at": {"type": "string", "format": "date-time", "nullable": True}},
+    "CredentialCreate": {
+        "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+        "proxy": {"$ref": "ProxyConfig", "nullable": True},
+    },
     "CredentialRead": {
         "status_reason": {"type": "string", "nullable": True},
         "status_changed_at": {"type": "string", "format": "date-time", "nullable": True},
+        "proxy": {"anyOf": [{"$ref": "ProxyView", "nullable": False}], "nullable": False},
     },
+}
+# The credential proxy, grants, usage and checks (issue 14).
+PROXY_PATH = "/api/v1/proxy/{credential_id}/{path}"
+PROXY_OPERATIONS = {
+    *((PROXY_PATH, method) for method in ("get", "head", "post", "put", "patch", "delete", "options")),
+    ("/api/v1/credentials/{credential_id}/grants", "post"),
+    ("/api/v1/credentials/{credential_id}/grants", "get"),
+    ("/api/v1/credentials/{credential_id}/grants/{grant_id}", "delete"),
+    ("/api/v1/credentials/{credential_id}/usage", "get"),
+    ("/api/v1/credentials/{credential_id}/check", "post"),
 }
 # API keys and the session (issue 3): Mielto's paths, FastAPI-style operationIds.
 ACCESS_OPERATIONS = {
@@ -369,6 +383,7 @@ def test_the_document_lists_exactly_the_services_endpoints(document: dict[str, A
         | {AUTH_TYPES_OPERATION}
         | set(HEALTH_OPERATIONS)
         | set(ACCESS_OPERATIONS)
+        | PROXY_OPERATIONS
     )
 
 
@@ -440,6 +455,7 @@ def test_the_update_body_is_all_optional_with_the_seeds_limits(document: dict[st
         "credential_scope": {"type": "string", "maxLength": 255, "nullable": True},
         "credentials": {"type": "object", "additionalProperties": True, "nullable": True},
         "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+        "proxy": {"$ref": "ProxyConfig", "nullable": True},
     }
     assert ref_of(op["responses"]["200"]) == "#/components/schemas/CredentialRead"
 

@@ -74,7 +74,7 @@ def test_bodies_carrying_a_secret_never_show_it_in_their_repr() -> None:
         assert "sk_hidden" not in repr(value)
         assert "sk_hidden" not in f"{value}"
         assert "credentials=***" in repr(value)
-    assert repr(CredentialUpdate(label="y")).endswith("credentials=UNSET, expires_at=UNSET)")
+    assert repr(CredentialUpdate(label="y")).endswith("credentials=UNSET, expires_at=UNSET, proxy=UNSET)")
 
 
 def test_a_secret_never_prints_its_bytes() -> None:

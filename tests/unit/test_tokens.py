@@ -49,8 +49,8 @@ def test_a_bad_key_file_stops_the_start_up_with_its_setting_named(tmp_path: Path
 
 def test_roles_map_to_documented_permissions() -> None:
     assert {role.value: sorted(p) for role, p in ROLE_PERMISSIONS.items()} == {
-        "owner": ["admin", "read", "reveal", "write"],
-        "admin": ["admin", "read", "reveal", "write"],
-        "member": ["read", "reveal", "write"],
+        "owner": ["admin", "read", "reveal", "use", "write"],
+        "admin": ["admin", "read", "reveal", "use", "write"],
+        "member": ["read", "reveal", "use", "write"],
         "viewer": ["read"],
     }

@@ -1,0 +1,89 @@
+"""``ANY /api/v1/proxy/{credential_id}/{path}``: call the credential's upstream with its secret injected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, route
+from litestar.background_tasks import BackgroundTask
+from litestar.di import NamedDependency
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from service.auth.principal import Permission
+from service.context import RequestContext
+from service.errors import PayloadTooLarge
+from service.openapi import SECURITY, errors, needs
+from service.proxy import paths
+from service.proxy.schemas import METHODS
+from service.proxy.service import Call, ProxyService
+
+Ctx = NamedDependency[RequestContext]
+Proxy = NamedDependency[ProxyService]
+PROXY_OPT = {**needs(Permission.use), "grant": True}
+"""``grant``: the authentication guard also accepts a grant token here, for the credential it is bound to."""
+
+
+def proxy_handler(max_request_bytes: int) -> HTTPRouteHandler:
+    """The handler, with the request body bound of the settings (``CREDENTIALS_PROXY_MAX_REQUEST_BYTES``)."""
+
+    async def proxy_call(
+        request: Request[Any, Any, Any], credential_id: FromPath[str], path: FromPath[str], ctx: Ctx, proxy: Proxy
+    ) -> Stream:
+        """Addition: forward this request to the credential's `base_url` + path, with the secret injected (never
+        returned), the caller's own credentials and hop-by-hop headers removed. Needs `use` (or a grant for this
+        credential). Redirects are returned, not followed. 409 when the credential has no proxy settings; 400 for a
+        path that could leave the allowed prefixes; 403 outside the allowed methods or prefixes; 413 for a body over
+        the limit; 502 when the upstream cannot be reached or answers too much; 504 when it is too slow."""
+        raw = request.scope.get("raw_path") or request.scope["path"].encode()
+        raw_path = raw.decode("latin-1").split("?", 1)[0]
+        upstream_path = paths.upstream_path(raw_path, f"/api/v1/proxy/{credential_id}")
+        query = paths.check_query(request.scope.get("query_string", b"").decode("latin-1"))
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_request_bytes:
+            raise PayloadTooLarge(f"The request body exceeds {max_request_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_request_bytes:
+                raise PayloadTooLarge(f"The request body exceeds {max_request_bytes} bytes")
+            chunks.append(chunk)
+        call = Call(request.method, upstream_path, query, list(request.headers.items()), b"".join(chunks))
+        proxied = await proxy.forward(ctx, credential_id, call)
+        headers = {}
+        content_type = "application/octet-stream"
+        for name, value in proxied.headers:
+            if name.lower() == "content-type":
+                content_type = value
+            else:
+                headers[name] = value  # a repeated header keeps its last value (Set-Cookie: see the README)
+        return Stream(
+            proxied.body,
+            status_code=proxied.status,
+            headers=headers,
+            media_type=content_type,
+            background=BackgroundTask(proxied.usage.save),
+        )
+
+    return route(
+        "/proxy/{credential_id:str}/{path:path}",
+        http_method=list(METHODS),
+        opt=PROXY_OPT,
+        request_max_body_size=max_request_bytes + 1,
+        summary="Proxy a call with a credential",
+        tags=["Proxy"],
+        security=SECURITY,
+        include_in_schema=True,
+        responses=errors(
+            400,
+            401,
+            403,
+            404,
+            409,
+            503,
+            e413="The request body exceeds CREDENTIALS_PROXY_MAX_REQUEST_BYTES",
+            e502="The upstream cannot be reached, is refused by the egress rules, or answered too much",
+            e504="The upstream did not answer within CREDENTIALS_PROXY_TIMEOUT",
+        ),
+    )(proxy_call)

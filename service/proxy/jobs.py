@@ -1,0 +1,26 @@
+"""The service's own provider checks, on the schedule ``CREDENTIALS_CHECK_INTERVAL`` sets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from service.maintenance.jobs import every
+from service.proxy.check import CheckService, check_due
+
+log = logging.getLogger("service.maintenance")
+
+
+@asynccontextmanager
+async def scheduled_checks(checks: CheckService, interval: int) -> AsyncIterator[None]:
+    """Every interval/10 (at least 10 s), check the credentials whose last check is ``interval`` old (0: never)."""
+
+    async def round_() -> None:
+        report = await check_due(checks, timedelta(seconds=interval))
+        if report.due:
+            log.info("provider checks: %s", report.summary())  # safe: counts only
+
+    async with every("provider-check", max(10.0, interval / 10) if interval else 0, round_, jitter=True):
+        yield

@@ -1,0 +1,227 @@
+"""One proxied call: the checks, the secret injected, the upstream called, the answer streamed back, the use recorded.
+
+In order: the credential as the caller may see it (a grant sees only its own), its proxy settings (409 without),
+its status, the method and path against the settings and the grant's narrower limits, then one use of the grant
+(counted atomically in Postgres, so a revoked, expired or used-up grant stops here on every instance). An OAuth
+token that is due is refreshed first (single flight). The secret is read from Vault with the request's id and the
+caller (key, user or grant) as actor, put into the request, and never into anything the caller gets back, a log
+line or the usage record. On an upstream 401 for a refreshable credential, the token is refreshed once (callers
+of the same credential share one refresh) and an idempotent request is sent once more.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from db import grants as grant_rows
+from db import usage
+from service.context import RequestContext
+from service.credentials import model
+from service.credentials.model import Action, Credential
+from service.credentials.schemas import AuthType
+from service.credentials.service import CredentialService
+from service.errors import BadGateway, Forbidden, GatewayTimeout, ServiceError, Unauthorized
+from service.proxy import config, paths
+from service.proxy.schemas import IDEMPOTENT, ProxyView
+from service.proxy.upstream import HOP_BY_HOP, Upstreams, bounded, host_of
+
+log = logging.getLogger("service.proxy")
+
+# The caller's own credentials and what only concerns its hop to us: never forwarded.
+_STRIPPED = HOP_BY_HOP | {"host", "content-length", "authorization", "x-api-key", "x-workspace-id", "cookie"}
+GRANT_SPENT = "The grant is expired, revoked or used up"
+
+
+@dataclass
+class Call:
+    """A request to forward, as the caller sent it (the path and query still percent-encoded)."""
+
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass
+class Usage:
+    """What the usage record keeps of one call: never a header value or a body."""
+
+    credential: Credential
+    ctx: RequestContext
+    method: str
+    host: str
+    path_template: str
+    started: float = field(default_factory=time.monotonic)
+    status: int | None = None
+    outcome: str = "ok"
+    request_bytes: int = 0
+    response_bytes: list[int] = field(default_factory=lambda: [0])
+
+    async def save(self) -> None:
+        principal = self.ctx.principal
+        try:
+            await usage.record(
+                {
+                    "credential_id": self.credential.id,
+                    "workspace_id": self.credential.workspace_id,
+                    "actor_kind": principal.kind,
+                    "actor_id": principal.actor_id,
+                    "grant_id": uuid.UUID(principal.grant.id) if principal.grant else None,
+                    "method": self.method,
+                    "host": self.host,
+                    "path_template": self.path_template,
+                    "upstream_status": self.status,
+                    "outcome": self.outcome,
+                    "request_bytes": self.request_bytes,
+                    "response_bytes": self.response_bytes[0],
+                    "duration_ms": int((time.monotonic() - self.started) * 1000),
+                    "request_id": self.ctx.request_id[:128],
+                }
+            )
+        except Exception as exc:
+            log.warning("credential %s: usage not recorded (%s)", self.credential.id, type(exc).__name__)
+
+
+@dataclass
+class Proxied:
+    """The upstream's answer: status, headers to return, and its body as it arrives (closed by the iterator)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: AsyncIterator[bytes]
+    usage: Usage
+
+
+class ProxyService:
+    def __init__(self, credentials: CredentialService, upstreams: Upstreams) -> None:
+        self.credentials = credentials
+        self.upstreams = upstreams
+
+    async def prepare(
+        self, ctx: RequestContext, credential_id: str, method: str, path: str
+    ) -> tuple[Credential, ProxyView]:
+        """Everything decided before anything is sent: visibility, settings, status, method, path, the grant's use."""
+        credential = await self.credentials.get(ctx, credential_id)
+        view = config.require(credential.proxy)
+        credential.check(Action.use)
+        grant = ctx.principal.grant
+        if method not in view.methods:
+            raise Forbidden(f"The method {method} is not among the credential's allowed proxy methods")
+        paths.require_within(path, view.path_prefixes, "credential's")
+        if grant is not None:
+            if grant.methods is not None and method not in grant.methods:
+                raise Forbidden(f"The method {method} is not among the grant's allowed methods")
+            if grant.path_prefixes is not None:
+                paths.require_within(path, grant.path_prefixes, "grant's")
+            if not await grant_rows.consume(uuid.UUID(grant.id), model.now()):
+                raise Unauthorized(GRANT_SPENT)
+        return credential, view
+
+    async def forward(self, ctx: RequestContext, credential_id: str, call: Call) -> Proxied:
+        credential, view = await self.prepare(ctx, credential_id, call.method, call.path)
+        refresher = self.credentials.refresher
+        if credential.refreshable and credential.due(refresher.skew):
+            credential = await refresher.refresh_once(ctx, credential, force=False, margin=refresher.skew)
+        else:
+            credential.check_usable_now()
+        record = Usage(credential, ctx, call.method, host_of(view.base_url), paths.template(call.path))
+        record.request_bytes = len(call.body)
+        try:
+            response = await self._send(ctx, credential, view, call)
+            if response.status_code == 401 and credential.refreshable and call.method in IDEMPOTENT:
+                await response.aclose()
+                seen = credential
+                credential = await refresher.refresh_once(ctx, seen, force=True, margin=refresher.skew)
+                response = await self._send(ctx, credential, view, call)
+        except ServiceError as exc:
+            record.outcome = "timeout" if isinstance(exc, GatewayTimeout) else "unreachable"
+            await record.save()
+            raise
+        record.status = response.status_code
+        limit = self.upstreams.policy.max_response_bytes
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await response.aclose()
+            record.outcome = "too_large"
+            await record.save()
+            raise BadGateway(f"The upstream's answer exceeds {limit} bytes")
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in HOP_BY_HOP and name.lower() not in _connection_tokens(response.headers)
+        ]
+        return Proxied(
+            response.status_code, headers, _recorded(bounded(response, limit, record.response_bytes), record), record
+        )
+
+    async def _send(self, ctx: RequestContext, credential: Credential, view: ProxyView, call: Call) -> httpx.Response:
+        secret = await self.credentials.read_secret(ctx, credential, credential.kv_version)
+        injected, query_param = inject(view, credential.auth_type, secret)
+        query = call.query
+        if query_param is not None:
+            name, value = query_param
+            kept = [part for part in query.split("&") if part and part.split("=", 1)[0] != name]
+            query = "&".join([*kept, f"{name}={quote(value, safe='')}"])
+        target = await self.upstreams.target(view.base_url, call.path, query)
+        dropped = _STRIPPED | {name.lower() for name in injected} | _connection_tokens(call.headers)
+        headers = [(name, value) for name, value in call.headers if name.lower() not in dropped]
+        headers += [("host", target.host), ("x-request-id", ctx.request_id), *injected.items()]
+        request = target.client.build_request(
+            call.method, target.url, headers=headers, content=call.body or None, extensions=target.extensions
+        )
+        try:
+            return await target.client.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise GatewayTimeout(f"The upstream did not answer within {self.upstreams.policy.timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise BadGateway(f"Cannot reach the upstream ({type(exc).__name__})") from None
+
+
+async def _recorded(body: AsyncIterator[bytes], record: Usage) -> AsyncIterator[bytes]:
+    """The body; when it is cut for its size, the call is recorded as such (the response cannot be finished, so the
+    background task that records finished calls does not run)."""
+    try:
+        async for chunk in body:
+            yield chunk
+    except BadGateway:
+        record.outcome = "too_large"
+        await record.save()
+        raise
+
+
+def _connection_tokens(headers: Any) -> set[str]:
+    """Header names listed in ``Connection`` (RFC 9110 section 7.6.1): hop-by-hop too."""
+    values = (
+        headers.get_list("connection")
+        if isinstance(headers, httpx.Headers)
+        else [value for name, value in headers if name.lower() == "connection"]
+    )
+    return {token.strip().lower() for value in values for token in value.split(",") if token.strip()}
+
+
+def inject(
+    view: ProxyView, auth_type: AuthType, secret: dict[str, Any]
+) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """The headers (and query parameter) that carry the secret, as the settings say (``config.injection_for``)."""
+    kind, names = view.injection.kind, view.injection.names
+    if kind == "basic":
+        pair = f"{secret['username']}:{secret['password']}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}, None
+    if kind == "key_pair":
+        return {names[0]: str(secret["public_key"]), names[1]: str(secret["secret_key"])}, None
+    value = str(secret["api_key"] if auth_type is AuthType.api_key else secret["access_token"])
+    if kind == "header":
+        return {names[0]: value}, None
+    if kind == "query":
+        return {}, (names[0], value)
+    return {"Authorization": f"Bearer {value}"}, None

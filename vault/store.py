@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ import hvac
 from vault.auth import AppRoleLogin, AppRoleTokenManager, TokenInfo, TokenManager
 from vault.client import ACTOR_HEADER, REQUEST_ID_HEADER, WORKSPACE_HEADER, audit_headers, make_client
 from vault.errors import VaultError, VaultRequestRejected, translated
+from vault.nodes import RetryPolicy
 from vault.secret import Secret
 
 T = TypeVar("T")
@@ -95,7 +96,7 @@ class SecretStore:
     @classmethod
     def connect(
         cls,
-        addr: str,
+        addr: str | Sequence[str],
         login: str | AppRoleLogin,
         *,
         workers: int,
@@ -103,12 +104,16 @@ class SecretStore:
         transit_mount: str = "transit",
         transit_key: str = "credentials",
         kv_mount: str = "credentials",
+        failover_seconds: float = 10.0,
     ) -> SecretStore:
         """A store that calls Vault with the token ``login``, or with the tokens an AppRole ``login`` obtains.
         Nothing is sent to Vault until ``start()``."""
         # An empty token until the AppRole login sets one: hvac would fall back to VAULT_TOKEN on None.
         token = "" if isinstance(login, AppRoleLogin) else login
-        client = make_client(addr, token, pool_size=workers, timeout=timeout)
+        policy = RetryPolicy(kv_mount=kv_mount, transit_mount=transit_mount)
+        client = make_client(
+            addr, token, pool_size=workers, timeout=timeout, policy=policy, failover_seconds=failover_seconds
+        )
         manager = AppRoleTokenManager(client, login) if isinstance(login, AppRoleLogin) else TokenManager(client)
         return cls(
             client,

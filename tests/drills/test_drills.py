@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bench.vault_limits import measure
 from tests.drills.cluster import BaoCluster, PgPair, ServiceInstance, start_bao_cluster, start_pg_pair
 from tests.drills.load import MixedLoad, Report
 from tests.support.servers import CREDCTL, TEST_ENVIRONMENT
@@ -39,6 +40,7 @@ class HA:
     env: dict[str, str]
     load: MixedLoad
     reports: list[Report]
+    limits: dict[str, float]
 
 
 def credctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -52,6 +54,7 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HA]:
     pg: PgPair | None = None
     instances: list[ServiceInstance] = []
     reports: list[Report] = []
+    limits: dict[str, float] = {}
     try:
         pg = start_pg_pair()
         env = {
@@ -73,7 +76,7 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HA]:
         instances = [ServiceInstance(env, state / f"serve{i}.log") for i in (1, 2)]
         for instance in instances:
             instance.start()
-        yield HA(bao, pg, instances, env, MixedLoad([i.url for i in instances], key.stdout.strip()), reports)
+        yield HA(bao, pg, instances, env, MixedLoad([i.url for i in instances], key.stdout.strip()), reports, limits)
     finally:
         for instance in instances:
             instance.stop()
@@ -83,6 +86,7 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HA]:
         summary = {
             r.name: {"failed": dict(r.failed), "window": round(r.error_window, 2), **_counts(r)} for r in reports
         }
+        summary["vault_limits"] = limits
         (tmp_path_factory.getbasetemp() / "drills.json").write_text(json.dumps(summary, indent=2))
 
 
@@ -108,6 +112,15 @@ def assert_held(report: Report, also_allowed: frozenset[str] = frozenset()) -> N
     assert report.wrong_reveals == 0, report.table()
     assert report.reconcile == "nothing to repair", report.table()
     assert set(report.failed) <= {"503", *also_allowed}, report.table()  # every failure told the client to retry
+
+
+def test_vault_limits_on_the_cluster(ha: HA) -> None:
+    """Where Vault's own rates cap what more service replicas can add (the README's sizing uses these)."""
+    rates = measure(ha.bao.leader().addr, ha.bao.root_token, seconds=3, concurrency=16)
+    print(f"\nVault cluster (3 raft nodes, concurrency 16): {rates}")
+    ha.limits.update(rates)
+    assert rates["transit_encrypt_per_s"] > 0
+    assert rates["kv_write_per_s"] > 0
 
 
 async def test_raft_leader_killed(ha: HA) -> None:

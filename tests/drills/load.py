@@ -44,6 +44,8 @@ class Report:
     audit_lost: int = 0
     audit_checked: int = 0
     reconcile: str = ""
+    slowest_after_fault: float = 0.0
+    """The longest any request took that was under way at or after the fault (calls wait through an election)."""
 
     @property
     def failed(self) -> Counter[str]:
@@ -60,6 +62,7 @@ class Report:
             ("requests", f"{self.requests} in {self.seconds:.0f} s ({self.requests / self.seconds:.0f}/s)"),
             ("failed, by status", failed),
             ("error window after the fault", f"{self.error_window:.2f} s"),
+            ("slowest request after the fault", f"{self.slowest_after_fault:.2f} s"),
             ("rerouted (connection refused)", str(self.rerouted)),
             ("acknowledged creates audited", f"{self.audit_checked}, lost or wrong: {self.audit_lost}"),
             ("reveals with a wrong value", str(self.wrong_reveals)),
@@ -127,7 +130,11 @@ class MixedLoad:
         else:
             body, method, path = None, "GET", f"{API}?limit=20"
 
+        sent = time.monotonic()
         status, payload = await self.send(http, index, method, path, body, report)
+        ended = time.monotonic()
+        if ended - start >= report.fault_at:
+            report.slowest_after_fault = max(report.slowest_after_fault, ended - sent)
         report.requests += 1
         report.by_status[status] += 1
         if status != "200":

@@ -10,6 +10,7 @@ last (the Postgres failover), which leaves the promoted standby as the primary.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -17,11 +18,13 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from bench.vault_limits import measure
 from tests.drills.cluster import BaoCluster, PgPair, ServiceInstance, start_bao_cluster, start_pg_pair
-from tests.drills.load import MixedLoad, Report
+from tests.drills.load import API, MixedLoad, Report
+from tests.support.api import new_credential
 from tests.support.servers import CREDCTL, TEST_ENVIRONMENT
 
 pytestmark = [pytest.mark.drill, pytest.mark.fault]
@@ -147,6 +150,25 @@ async def test_service_instance_killed(ha: HA) -> None:
     # Requests in flight on the killed process get no answer (the client sees the connection drop): never
     # acknowledged, so nothing is lost; new ones go to the other instance.
     assert_held(report, frozenset({"RemoteProtocolError", "ReadError"}))
+
+
+async def test_if_match_holds_across_the_replicas_on_the_cluster(ha: HA) -> None:
+    """Two instances, three Vault nodes, a replicated Postgres: of two writes with the same ETag, one wins."""
+    headers = ha.load.headers
+    first, second = (instance.url + API for instance in ha.instances)
+    async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+        created = await http.post(first, json=new_credential())
+        cid, tag = created.json()["id"], created.headers["etag"]
+        results = await asyncio.gather(
+            http.put(f"{first}/{cid}", json={"credentials": {"api_key": "one"}}, headers={"If-Match": tag}),
+            http.put(f"{second}/{cid}", json={"credentials": {"api_key": "two"}}, headers={"If-Match": tag}),
+        )
+        winner = next(r for r in results if r.status_code == 200)
+        revealed = await http.post(f"{second}/{cid}/reveal")
+
+    assert sorted(r.status_code for r in results) == [200, 412]
+    assert revealed.json()["version"] == 2
+    assert revealed.json()["credentials"]["api_key"] == ("one" if winner is results[0] else "two")
 
 
 async def test_postgres_primary_killed_and_standby_promoted(ha: HA) -> None:

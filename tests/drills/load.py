@@ -44,6 +44,8 @@ class Report:
     audit_lost: int = 0
     audit_checked: int = 0
     reconcile: str = ""
+    cpu_ms_per_request: float | None = None
+    """CPU the service processes spent per request (both instances together), when both ran throughout."""
     slowest_after_fault: float = 0.0
     """The longest any request took that was under way at or after the fault (calls wait through an election)."""
 
@@ -67,6 +69,10 @@ class Report:
             ("acknowledged creates audited", f"{self.audit_checked}, lost or wrong: {self.audit_lost}"),
             ("reveals with a wrong value", str(self.wrong_reveals)),
             ("reconcile after --apply", self.reconcile),
+            (
+                "service CPU per request",
+                "n/a" if self.cpu_ms_per_request is None else f"{self.cpu_ms_per_request:.1f} ms",
+            ),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join([f"drill: {self.name}", *(f"  {k.ljust(width)}  {v}" for k, v in rows)])

@@ -17,6 +17,7 @@ import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -94,11 +95,34 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HA]:
 
 
 def _counts(report: Report) -> dict[str, int]:
-    return {"requests": report.requests, "lost": report.audit_lost, "wrong_reveals": report.wrong_reveals}
+    return {
+        "requests": report.requests,
+        "lost": report.audit_lost,
+        "wrong_reveals": report.wrong_reveals,
+        "slowest_after_fault_s": round(report.slowest_after_fault, 2),
+        "service_cpu_ms_per_request": round(report.cpu_ms_per_request or 0, 2),
+    }
+
+
+def cpu_seconds(instances: list[ServiceInstance]) -> float | None:
+    """User + system CPU of the service processes (Linux /proc); None when one is gone or /proc is missing."""
+    total = 0
+    for instance in instances:
+        try:
+            assert instance.process is not None
+            fields = Path(f"/proc/{instance.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, AssertionError):
+            return None
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def drill(ha: HA, name: str, fault: Callable[[], None]) -> Report:
+    before = cpu_seconds(ha.instances)
     report = await ha.load.run(name, DRILL_SECONDS, FAULT_AT, fault)
+    after = cpu_seconds(ha.instances)
+    if before is not None and after is not None and report.requests:
+        report.cpu_ms_per_request = 1000 * (after - before) / report.requests
     await ha.load.audit(report)
     applied = credctl("reconcile", "--apply", "--older-than", "0", env=ha.env)
     assert applied.returncode == 0, applied.stderr

@@ -74,9 +74,13 @@ _REFUSED_STATUSES = frozenset({501, 503, 307, 308})
 _AMBIGUOUS_STATUSES = frozenset({500, 502})
 
 
-def classify_response(path: str, status: int) -> Failure | None:
-    """What an HTTP answer means for failover; None when it is the answer to pass on (including 4xx)."""
-    if status in _REFUSED_STATUSES:
+# A standby that cannot find the active node (an election is under way) answers 500 with this: it did nothing.
+_NO_ACTIVE_NODE = "active cluster node not found"
+
+
+def classify_response(path: str, status: int, text: str = "") -> Failure | None:
+    """What an HTTP answer (``text``: its body) means for failover; None when it is the answer to pass on."""
+    if status in _REFUSED_STATUSES or (status == 500 and _NO_ACTIVE_NODE in text):
         return Failure.REFUSED
     if status == 429 and path.startswith("/v1/sys/health"):
         return Failure.REFUSED  # a standby's health code: look for the active node
@@ -208,7 +212,8 @@ class FailoverSession(requests.Session):
                     failure = classify_exception(exc)
                     last_error, last_response = exc, None
                 else:
-                    failure = classify_response(path, response.status_code)
+                    text = response.text if response.status_code == 500 else ""
+                    failure = classify_response(path, response.status_code, text)
                     if failure is None:
                         if lost_once and response.status_code == 400:
                             response = self._landed_or(response, method, path, body, node, kwargs)
@@ -220,7 +225,9 @@ class FailoverSession(requests.Session):
                     if lost_once or not self.policy.replay_safe(method, path, body):
                         return self._give_up(last_response, last_error)
                     lost_once = True
-                log.warning("Vault node %s: %s on %s %s; trying another node", node, failure.value, method, path)
+                # A lost call is worth a warning (it may have been carried out); refusals are routine in an election.
+                level = logging.WARNING if failure is Failure.LOST else logging.INFO
+                log.log(level, "Vault node %s: %s on %s %s; trying another node", node, failure.value, method, path)
             if time.monotonic() >= deadline:
                 return self._give_up(last_response, last_error)
             time.sleep(self.pause_seconds)

@@ -54,6 +54,14 @@ def test_responses_are_classified(path: str, status: int, failure: Failure | Non
     assert classify_response(path, status) is failure
 
 
+def test_a_standby_that_finds_no_active_node_refused_rather_than_lost_the_call() -> None:
+    # OpenBao 2.7's answer from a standby during an election (seen in the leader-kill drill).
+    text = '{"errors":["local node not active but active cluster node not found"]}'
+
+    assert classify_response("/v1/credentials/data/x", 500, text) is Failure.REFUSED
+    assert classify_response("/v1/credentials/data/x", 500, '{"errors":["internal error"]}') is Failure.LOST
+
+
 def test_a_refused_connection_is_unreachable_and_a_dropped_one_is_lost() -> None:
     refused = requests.exceptions.ConnectionError(
         requests.packages.urllib3.exceptions.MaxRetryError(  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import requests
 
 from bench.vault_limits import measure
 from tests.drills.cluster import BaoCluster, PgPair, ServiceInstance, start_bao_cluster, start_pg_pair
 from tests.drills.load import API, MixedLoad, Report
 from tests.support.api import new_credential
 from tests.support.servers import CREDCTL, TEST_ENVIRONMENT
+from vault.store import secret_path
 
 pytestmark = [pytest.mark.drill, pytest.mark.fault]
 
@@ -193,6 +196,26 @@ async def test_if_match_holds_across_the_replicas_on_the_cluster(ha: HA) -> None
     assert sorted(r.status_code for r in results) == [200, 412]
     assert revealed.json()["version"] == 2
     assert revealed.json()["credentials"]["api_key"] == ("one" if winner is results[0] else "two")
+
+
+async def test_purge_across_the_replicas_destroys_the_secret_on_the_cluster(ha: HA) -> None:
+    """Created on one instance, deleted on the other, purged by credctl: gone from every Vault node's view."""
+    first, second = (instance.url + API for instance in ha.instances)
+    async with httpx.AsyncClient(timeout=30, headers=ha.load.headers) as http:
+        created = (await http.post(first, json=new_credential())).json()
+        assert (await http.delete(f"{second}/{created['id']}")).status_code == 200
+    purged = credctl("purge", env={**ha.env, "CREDENTIALS_DELETE_RETENTION": "0"})
+    path = f"/v1/credentials/metadata/{secret_path(created['workspace_id'], created['id'])}"
+
+    assert purged.returncode == 0, purged.stderr
+    assert re.fullmatch(r"purged [1-9]\d* deleted credential\(s\) past the retention window\n", purged.stdout)
+    for node in ha.bao.nodes:  # standbys forward (or serve) the read; none still holds the secret
+        status = await asyncio.to_thread(
+            lambda addr=node.addr: (
+                requests.get(addr + path, headers={"X-Vault-Token": ha.bao.root_token}, timeout=10).status_code
+            )
+        )
+        assert status == 404
 
 
 async def test_postgres_primary_killed_and_standby_promoted(ha: HA) -> None:

@@ -52,3 +52,7 @@ bench *args: install
     command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || sudo apt-get install -y wrk
     {{python}} -m pip install -q matplotlib psutil rich py-spy
     {{python}} -m bench {{args}}
+
+# the HA failure drills alone: three OpenBao raft nodes, a replicated Postgres, two instances (about 4 minutes)
+drills *args: install
+    {{venv}}/bin/pytest -m drill -s tests/drills {{args}}

@@ -125,9 +125,10 @@ audit "file" "file" {{
                 return node
         raise AssertionError("no active bao node")
 
-    def wait_healthy(self, seconds: float = 60) -> None:
+    def wait_healthy(self, seconds: float = 180) -> None:
         """One active node, the others unsealed standbys, and every node a raft voter (autopilot promotes a joined
-        node only once it is stable: until then losing the leader would leave no quorum)."""
+        node only once it is stable: until then losing the leader would leave no quorum). A node revived after a kill
+        catches up by a raft snapshot first; on a machine loaded by other test runs that took over a minute once."""
         _until(
             lambda: sorted(n.health() or 0 for n in self.nodes) == [200, 429, 429] and self.voters() == len(self.nodes),
             seconds,

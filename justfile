@@ -58,3 +58,7 @@ bench-proxy *args: install
     command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || sudo apt-get install -y wrk
     {{python}} -m pip install -q psutil rich
     {{python}} -m bench.proxy {{args}}
+
+# the HA failure drills alone: three OpenBao raft nodes, a replicated Postgres, two instances (about 4 minutes)
+drills *args: install
+    {{venv}}/bin/pytest -m drill -s tests/drills {{args}}

@@ -21,6 +21,7 @@ import msgspec
 from limits import parse_many
 
 from vault.auth import AppRoleLogin
+from vault.nodes import parse_addrs
 
 
 class ConfigError(Exception):
@@ -128,6 +129,20 @@ class VaultSettings(Section, frozen=True, kw_only=True):
     """Threads running Vault calls; also the size of the HTTP pool to Vault."""
     timeout: Annotated[float, Env("CREDENTIALS_VAULT_TIMEOUT"), msgspec.Meta(gt=0, le=300)] = 5.0
     """Seconds before one Vault call is given up (answers 503)."""
+    # -- HA: the nodes of an OpenBao/Vault raft cluster (issue 13) --
+    cluster_addrs: Annotated[
+        str | None, Env("CREDENTIALS_VAULT_ADDRS", example="http://bao1:8200,http://bao2:8200")
+    ] = None
+    """Comma-separated URLs of the other nodes of the Vault cluster. Calls go to the active node; a sealed, standby-
+    refusing or unreachable node is skipped, and a call lost in flight is sent to another node once when repeating it
+    is safe. ``VAULT_ADDR`` is the first node (and may be the only one)."""
+    failover_seconds: Annotated[float, Env("CREDENTIALS_VAULT_FAILOVER_SECONDS"), msgspec.Meta(ge=0, le=120)] = 10.0
+    """How long a call waits for a node able to serve it (a leader election) before it answers 503."""
+
+    @property
+    def addrs(self) -> tuple[str, ...]:
+        """Every node: ``VAULT_ADDR`` first, then ``CREDENTIALS_VAULT_ADDRS``."""
+        return parse_addrs(self.addr, self.cluster_addrs)
 
     @property
     def uses_approle(self) -> bool:
@@ -144,6 +159,10 @@ class VaultSettings(Section, frozen=True, kw_only=True):
         return self.token or ""
 
     def __post_init__(self) -> None:
+        try:
+            parse_addrs(self.addr, self.cluster_addrs)
+        except ValueError as exc:
+            raise ConfigError(f"VAULT_ADDR / CREDENTIALS_VAULT_ADDRS: {exc}") from None
         if not self.token and not self.uses_approle:
             raise ConfigError("set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole login")
 

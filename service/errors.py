@@ -137,6 +137,10 @@ DATABASE_UNAVAILABLE = (
     asyncpg.exceptions.TooManyConnectionsError,  # the server's max_connections is reached
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # a failover left us on a standby
     asyncpg.exceptions.QueryCanceledError,  # statement timeout or an operator's cancel
+    # asyncpg's client-side state errors: a connection that died mid-transaction refuses the next step ("cannot
+    # switch to state ..."), and with a multi-host DATABASE_URL (target_session_attrs=read-write) during a failover
+    # no host is the primary yet (TargetServerAttributeNotMatched). Both pass once the pool reconnects.
+    asyncpg.exceptions.InternalClientError,
 )
 
 # msgspec's messages, turned into the (msg, type) pairs FastAPI clients know from pydantic.

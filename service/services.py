@@ -140,13 +140,14 @@ async def open_secret_store(settings: Settings, workers: int) -> AsyncIterator[S
     or the token is refused, or the token is a root token outside dev mode."""
     vault = settings.vault
     store = SecretStore.connect(
-        vault.addr,
+        vault.addrs,
         vault.login(),
         workers=workers,
         timeout=vault.timeout,
         transit_mount=vault.transit_mount,
         transit_key=vault.transit_key,
         kv_mount=vault.kv_mount,
+        failover_seconds=vault.failover_seconds,
     )
     keeper: asyncio.Task[None] | None = None
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
@@ -12,9 +12,9 @@ from typing import Any
 import hvac
 import hvac.adapters
 import requests
-import requests.adapters
 
 from vault import metrics, tracing
+from vault.nodes import FailoverSession, RetryPolicy, mount_pools
 
 # Headers that the bootstrap registers as audited (hmac=false), so each Vault audit entry names the API request,
 # the acting principal and the workspace in clear text. Vault stores audited header names in lowercase.
@@ -56,18 +56,29 @@ class AuditedAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]
             metrics.VAULT_CALL_SECONDS.labels(op, method.upper()).observe(time.perf_counter() - started)
 
 
-def make_client(addr: str, token: str, *, pool_size: int, timeout: float) -> hvac.Client:
+def make_client(
+    addr: str | Sequence[str],
+    token: str,
+    *,
+    pool_size: int,
+    timeout: float,
+    policy: RetryPolicy | None = None,
+    failover_seconds: float = 10.0,
+) -> hvac.Client:
     """An hvac client with the url and token given explicitly.
 
+    ``addr`` is one node, or the nodes of an HA cluster: then every call goes through a ``FailoverSession``
+    (``vault/nodes.py``), which skips nodes that cannot serve and waits up to ``failover_seconds`` for one that can.
     hvac silently falls back to ``VAULT_TOKEN`` and ``~/.vault-token`` when ``token`` is None, so an empty
-    string is passed until a login sets a real one. The HTTP pool holds one connection per worker thread, so
-    no call waits for a connection or opens a throwaway one.
+    string is passed until a login sets a real one. The HTTP pool holds one connection per worker thread (per node),
+    so no call waits for a connection or opens a throwaway one.
     """
-    session = requests.Session()
+    addrs = (addr,) if isinstance(addr, str) else tuple(addr)
+    session = (
+        FailoverSession(addrs, policy=policy, wait_seconds=failover_seconds) if len(addrs) > 1 else requests.Session()
+    )
     # No proxy variables, .netrc or CA-bundle variables from the environment: Vault traffic goes where VAULT_ADDR
     # says, and requests stops stat-ing ~/.netrc on every call (seen on the hot path in a profile).
     session.trust_env = False
-    http = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, pool_block=True)
-    session.mount("http://", http)
-    session.mount("https://", http)
-    return hvac.Client(url=addr, token=token, session=session, timeout=timeout, adapter=AuditedAdapter)
+    mount_pools(session, nodes=len(addrs), pool_size=pool_size)
+    return hvac.Client(url=addrs[0], token=token, session=session, timeout=timeout, adapter=AuditedAdapter)

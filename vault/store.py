@@ -12,7 +12,7 @@ import asyncio
 import base64
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ from vault.auth import AppRoleLogin, AppRoleTokenManager, TokenInfo, TokenManage
 from vault.batcher import Batcher, Caller
 from vault.client import ACTOR_HEADER, REQUEST_ID_HEADER, WORKSPACE_HEADER, audit_headers, make_client
 from vault.errors import VaultError, VaultPermissionDenied, VaultRequestRejected, translated
+from vault.nodes import RetryPolicy
 from vault.secret import Secret
 from vault.transport import Headers, VaultTransport, headers_of
 
@@ -125,7 +126,7 @@ class SecretStore:
     @classmethod
     def connect(
         cls,
-        addr: str,
+        addr: str | Sequence[str],
         login: str | AppRoleLogin,
         *,
         workers: int,
@@ -134,12 +135,21 @@ class SecretStore:
         transit_key: str = "credentials",
         kv_mount: str = "credentials",
         fast_path: FastPath | None = FastPath(),
+        failover_seconds: float = 10.0,
     ) -> SecretStore:
         """A store that calls Vault with the token ``login``, or with the tokens an AppRole ``login`` obtains.
         Nothing is sent to Vault until ``start()``."""
         # An empty token until the AppRole login sets one: hvac would fall back to VAULT_TOKEN on None.
         token = "" if isinstance(login, AppRoleLogin) else login
-        client = make_client(addr, token, pool_size=workers, timeout=timeout)
+        if not isinstance(addr, str) and len(addr) > 1:
+            # Several nodes: every call goes through hvac's failover session (vault.nodes), which finds the active
+            # node, skips sealed or unreachable ones and replays only what is safe. The aiohttp fast path speaks to
+            # one address and has no failover of its own yet.
+            fast_path = None
+        policy = RetryPolicy(kv_mount=kv_mount, transit_mount=transit_mount)
+        client = make_client(
+            addr, token, pool_size=workers, timeout=timeout, policy=policy, failover_seconds=failover_seconds
+        )
         manager = AppRoleTokenManager(client, login) if isinstance(login, AppRoleLogin) else TokenManager(client)
         return cls(
             client,

@@ -18,6 +18,8 @@ DOCKERFILE = ROOT / "service" / "Dockerfile"
 INIT_SCRIPT = ROOT / "vault" / "compose-init.sh"
 
 SERVICES = {"postgres", "openbao", "openbao-init", "bootstrap", "service", "vault", "vault-init"}
+# The `ha` profile's services (tests/unit/test_compose_ha.py).
+HA_SERVICES = {"openbao-2", "openbao-3", "openbao-ha-unseal", "replica-1", "replica-2", "proxy"}
 # Obviously fake values for the variables compose.yaml requires.
 VARIABLES = {"POSTGRES_PASSWORD": "compose-test-password"}
 SERVE = ["credctl", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,108 @@
+"""The Vault failover policy (vault/nodes.py): which addresses, what a failure means, what may be sent twice."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from urllib3.exceptions import NewConnectionError, ProtocolError
+
+from service.config import ConfigError, VaultSettings
+from vault.nodes import Failure, RetryPolicy, cas_of, classify_exception, classify_response, parse_addrs
+
+POLICY = RetryPolicy(kv_mount="credentials", transit_mount="transit")
+
+
+def test_addresses_come_from_vault_addr_then_the_cluster_list_without_repeats() -> None:
+    assert parse_addrs("http://a:8200", " http://b:8200/, http://a:8200 ,,http://c:8200") == (
+        "http://a:8200",
+        "http://b:8200",
+        "http://c:8200",
+    )
+    assert parse_addrs("http://a:8200", None) == ("http://a:8200",)
+
+
+@pytest.mark.parametrize("bad", ["a:8200", "ftp://a", "http://a:8200/v1", "http://"])
+def test_an_address_that_is_not_a_vault_url_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="is not a Vault address"):
+        parse_addrs("http://a:8200", bad)
+
+
+def test_the_settings_name_both_variables_when_an_address_is_wrong() -> None:
+    environ = {"VAULT_ADDR": "http://a:8200", "VAULT_TOKEN": "t", "CREDENTIALS_VAULT_ADDRS": "b:8200"}
+    with pytest.raises(ConfigError, match="VAULT_ADDR / CREDENTIALS_VAULT_ADDRS: 'b:8200' is not a Vault address"):
+        VaultSettings.from_env(environ)
+    environ["CREDENTIALS_VAULT_ADDRS"] = "http://b:8200,http://c:8200"
+    assert VaultSettings.from_env(environ).addrs == ("http://a:8200", "http://b:8200", "http://c:8200")
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "failure"),
+    [
+        ("/v1/transit/encrypt/k", 503, Failure.REFUSED),  # sealed, or a standby that knows no leader
+        ("/v1/transit/encrypt/k", 501, Failure.REFUSED),  # not initialised
+        ("/v1/transit/encrypt/k", 307, Failure.REFUSED),  # a standby pointing at the active node
+        ("/v1/sys/health", 429, Failure.REFUSED),  # a standby's health code
+        ("/v1/credentials/data/x", 500, Failure.LOST),  # forwarding failed: the write may have landed
+        ("/v1/credentials/data/x", 502, Failure.LOST),
+        ("/v1/credentials/data/x", 429, None),  # a rate-limit quota holds on every node: pass it on
+        ("/v1/credentials/data/x", 400, None),
+        ("/v1/credentials/data/x", 404, None),
+        ("/v1/credentials/data/x", 200, None),
+    ],
+)
+def test_responses_are_classified(path: str, status: int, failure: Failure | None) -> None:
+    assert classify_response(path, status) is failure
+
+
+def test_a_standby_that_finds_no_active_node_refused_rather_than_lost_the_call() -> None:
+    # OpenBao 2.7's answer from a standby during an election (seen in the leader-kill drill).
+    text = '{"errors":["local node not active but active cluster node not found"]}'
+
+    assert classify_response("/v1/credentials/data/x", 500, text) is Failure.REFUSED
+    assert classify_response("/v1/credentials/data/x", 500, '{"errors":["internal error"]}') is Failure.LOST
+
+
+def test_a_refused_connection_is_unreachable_and_a_dropped_one_is_lost() -> None:
+    refused = requests.exceptions.ConnectionError(
+        requests.packages.urllib3.exceptions.MaxRetryError(  # type: ignore[attr-defined]
+            None, "/", NewConnectionError(None, "Connection refused")
+        )
+    )
+    dropped = requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError()))
+
+    assert classify_exception(refused) is Failure.UNREACHABLE
+    assert classify_exception(requests.exceptions.ConnectTimeout()) is Failure.UNREACHABLE
+    assert classify_exception(dropped) is Failure.LOST
+    assert classify_exception(requests.exceptions.ReadTimeout()) is Failure.LOST
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "safe"),
+    [
+        ("GET", "/v1/credentials/data/workspaces/w/credentials/c", None, True),
+        ("LIST", "/v1/credentials/metadata/workspaces/", None, True),
+        ("POST", "/v1/transit/encrypt/credentials", {"plaintext": "x"}, True),
+        ("POST", "/v1/transit/decrypt/credentials", {"ciphertext": "x"}, True),
+        ("POST", "/v1/transit/rewrap/credentials", {"batch_input": []}, True),
+        ("POST", "/v1/transit/keys/credentials/rotate", None, False),  # twice would rotate twice
+        ("POST", "/v1/credentials/data/workspaces/w/credentials/c", {"data": {}, "options": {"cas": 0}}, True),
+        ("POST", "/v1/credentials/data/workspaces/w/credentials/c", {"data": {}, "options": {"cas": 3}}, True),
+        ("POST", "/v1/credentials/data/workspaces/w/credentials/c", {"data": {}}, False),  # no cas: could write twice
+        ("POST", "/v1/credentials/metadata/workspaces/w/credentials/c", {"max_versions": 10}, True),
+        ("DELETE", "/v1/credentials/metadata/workspaces/w/credentials/c", None, True),
+        ("POST", "/v1/credentials/destroy/workspaces/w/credentials/c", {"versions": [2]}, True),
+        ("POST", "/v1/auth/approle/login", {"role_id": "r"}, True),
+        ("POST", "/v1/sys/policies/acl/p", {"policy": ""}, False),
+        ("POST", "/v1/other/data/x", {"data": {}, "options": {"cas": 0}}, False),  # not the service's KV mount
+    ],
+)
+def test_only_requests_that_are_safe_to_repeat_are_sent_again(method: str, path: str, body: object, safe: bool) -> None:
+    assert POLICY.replay_safe(method, path, body) is safe
+
+
+def test_a_lost_cas_write_is_checked_by_reading_the_version_it_asked_for() -> None:
+    body = {"data": {"ciphertext": "vault:v1:abc"}, "options": {"cas": 4}}
+    assert POLICY.cas_read_path("POST", "/v1/credentials/data/w/c", body) == "/v1/credentials/data/w/c?version=5"
+    assert POLICY.cas_read_path("POST", "/v1/transit/encrypt/k", body) is None
+    assert cas_of({"options": {"cas": True}}) is None
+    assert cas_of({"options": {}}) is None

@@ -64,7 +64,7 @@ async def test_a_dead_first_node_is_skipped_and_the_audited_headers_reach_the_li
     call = ctx()
     try:
         await store.start(call)
-        stored = await store.create(call, "cred-1", Secret(b"s3cret-value"), {"workspace": call.workspace})
+        stored = await store.create(call, "cred-1", Secret(b"s3cret-value"))
         assert (await store.read(call, "cred-1", stored.version)).reveal() == b"s3cret-value"
         await store.destroy(call, "cred-1")
     finally:
@@ -88,7 +88,7 @@ async def test_a_call_lost_in_flight_is_repeated_only_when_repeating_it_is_safe(
     call = ctx()
     try:
         # A create-only KV write (cas=0) and transit calls may be sent again: they land once on the live node.
-        stored = await store.create(call, "cred-2", Secret(b"v1"), {"workspace": call.workspace})
+        stored = await store.create(call, "cred-2", Secret(b"v1"))
         assert (await store.read(call, "cred-2", stored.version)).reveal() == b"v1"
         assert swallowed  # the dropping node did take (and lose) requests first
         # A KV write without check-and-set could be stored twice: it is not repeated, the caller sees the failure.

@@ -316,3 +316,9 @@ async def forget(credential_id: uuid.UUID) -> None:
         credential_id,
         credential_id,
     )
+
+
+async def any_state(credential_id: uuid.UUID) -> dict[str, Any] | None:
+    """One row whatever its state (the purge reads what it reports and revokes)."""
+    rows = await Credential.raw(f"SELECT {_SELECT} FROM credential WHERE id = {{}}", credential_id)
+    return rows[0] if rows else None

@@ -27,6 +27,9 @@ from service.maintenance.jobs import scheduled
 from service.openapi import COMPONENTS, WORKSPACE_HEADER, follow_fastapi, operation_id
 from service.schemas import ReadSchema
 from service.services import Services
+from service.webhooks.controller import WebhookController
+from service.webhooks.service import WebhookService
+from service.webhooks.wiring import event_jobs, provide_webhooks
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext
 
 HEALTH_CHECK = CallContext(request_id="health", actor=SERVICE_ACTOR, workspace=ANY_WORKSPACE)
@@ -91,19 +94,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
     TokenVerifier.from_settings(settings.jwt)
     api = Router(
         path="/api/v1",
-        route_handlers=[CredentialController, ApiKeyController, get_session],
+        route_handlers=[CredentialController, ApiKeyController, WebhookController, get_session],
         guards=[auth_guard],
         parameters=WORKSPACE_HEADER,
         dependencies={
             "ctx": Provide(provide_context, sync_to_thread=False),
             # Not "credentials": Litestar would take a body field of that name for this dependency in its errors.
             "service": Provide(provide_service, sync_to_thread=False),
+            "webhooks": Provide(provide_webhooks, sync_to_thread=False),
         },
-        signature_namespace={"RequestContext": RequestContext, "CredentialService": CredentialService},
+        signature_namespace={
+            "RequestContext": RequestContext,
+            "CredentialService": CredentialService,
+            "WebhookService": WebhookService,
+        },
     )
     app = Litestar(
         route_handlers=[api, live, ready],
-        lifespan=[services, jobs],
+        lifespan=[services, jobs, event_jobs],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.http.max_body_bytes,

@@ -29,6 +29,9 @@ TEST_ENVIRONMENT = {
     "CREDENTIALS_RETRY_AFTER": "7",
     # No background refresh passes: tests that want one start it themselves.
     "CREDENTIALS_OAUTH_PROACTIVE_INTERVAL": "0",
+    # No webhook dispatcher or expiry pass in the session's app: the events tests run their own.
+    "CREDENTIALS_WEBHOOKS_DISPATCH_INTERVAL": "0",
+    "CREDENTIALS_EXPIRY_INTERVAL": "0",
 }
 
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -97,9 +98,9 @@ class Dispatcher:
         except Exception as exc:  # a Vault failure to unseal the secret, a database hiccup: retried later
             error = f"not sent ({type(exc).__name__})"
         if error is None and status is not None:
-            await rows.delivered(row["id"], row["webhook_id"], status)
+            await _recorded(lambda: rows.delivered(row["id"], row["webhook_id"], status))
             return
-        await self._failed(row, status, error or "failed")
+        await _recorded(lambda: self._failed(row, status, error or "failed"))
 
     async def _failed(self, row: dict[str, Any], status: int | None, error: str) -> None:
         settings, when = self.settings, events.now()
@@ -129,3 +130,17 @@ class Dispatcher:
                 )
         if disabled is not None:
             log.warning("webhook %s disabled: its endpoint failed for too long", disabled["id"])  # safe: id only
+
+
+async def _recorded(write: Callable[[], Awaitable[None]]) -> None:
+    """Record an attempt's outcome, trying a few times: a delivery sent but not recorded as such is sent again
+    when its lease ends (a duplicate the receiver has to drop)."""
+    for pause in (0.2, 0.5, 1.0):
+        try:
+            await write()
+        except Exception as exc:
+            log.warning("recording a webhook delivery failed (%s); trying again", type(exc).__name__)
+            await asyncio.sleep(pause)
+        else:
+            return
+    await write()

@@ -11,6 +11,7 @@ instance at a time; one whose instance dies mid-send is claimed again when its l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -45,17 +46,19 @@ class Dispatcher:
         """Decrypted signing secrets by (subscription, ciphertext): one Vault call per secret, not per attempt."""
         self._rounds = 0
 
-    async def run(self) -> None:
-        """Deliver until cancelled: poll again at once while there is a full batch, else after the interval."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set: poll again at once while there is a full batch, else after the interval.
+        A round in progress finishes first, so no attempt is cut off between its send and its record."""
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.settings.timeout_seconds), trust_env=False) as client:
-            while True:
+            while not stop.is_set():
                 try:
                     claimed = await self.round(client)
                 except Exception as exc:
                     log.error("webhook dispatch failed: %s", type(exc).__name__)  # safe: class name only
                     claimed = 0
                 if claimed < self.settings.concurrency:
-                    await asyncio.sleep(self.settings.dispatch_interval_seconds)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.settings.dispatch_interval_seconds)
 
     async def round(self, client: httpx.AsyncClient) -> int:
         """Claim and send one batch; returns how many were claimed."""

@@ -37,9 +37,10 @@ async def event_jobs(app: Litestar) -> AsyncIterator[None]:
         built.store, webhook_rules(built), timedelta(seconds=settings.webhooks.secret_grace_seconds)
     )
     dispatcher: asyncio.Task[None] | None = None
+    stop = asyncio.Event()
     if settings.webhooks.dispatch_interval_seconds > 0:
         dispatcher = asyncio.create_task(
-            Dispatcher(built.store, settings.webhooks, webhook_rules(built)).run(), name="webhook-dispatcher"
+            Dispatcher(built.store, settings.webhooks, webhook_rules(built)).run(stop), name="webhook-dispatcher"
         )
     leads = settings.expiry.leads()
 
@@ -53,6 +54,10 @@ async def event_jobs(app: Litestar) -> AsyncIterator[None]:
             yield
     finally:
         if dispatcher is not None:
+            # Let the round in progress finish (its deliveries recorded); past the attempt deadline, cut it off:
+            # what it had claimed is sent again when its lease ends.
+            stop.set()
+            await asyncio.wait([dispatcher], timeout=settings.webhooks.timeout_seconds + 2)
             dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await dispatcher

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -14,7 +15,6 @@ from typing import Any
 from litestar import Litestar, Request
 
 from service.events.expiry import warn
-from service.maintenance.jobs import every
 from service.oauth.egress import EgressRules
 from service.services import Services
 from service.webhooks.dispatcher import Dispatcher
@@ -42,25 +42,38 @@ async def event_jobs(app: Litestar) -> AsyncIterator[None]:
         dispatcher = asyncio.create_task(
             Dispatcher(built.store, settings.webhooks, webhook_rules(built)).run(stop), name="webhook-dispatcher"
         )
-    leads = settings.expiry.leads()
+    leads, interval = settings.expiry.leads(), settings.expiry.interval_seconds
 
-    async def expiry_round() -> None:
-        sent = await warn(leads)
-        if sent:
-            log.info("expiry warnings: %d event(s)", sent)  # safe: a count
+    async def expiry_loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval * random.uniform(0.5, 1.5))  # noqa: S311 (not crypto)
+            if stop.is_set():
+                return
+            try:
+                sent = await warn(leads)
+            except Exception as exc:
+                log.error("expiry warnings failed: %s", type(exc).__name__)  # safe: class name only
+            else:
+                if sent:
+                    log.info("expiry warnings: %d event(s)", sent)  # safe: a count
 
+    tasks = [] if dispatcher is None else [dispatcher]
+    if interval > 0:
+        tasks.append(asyncio.create_task(expiry_loop(), name="expiry-warnings"))
     try:
-        async with every("expiry-warnings", settings.expiry.interval_seconds, expiry_round, jitter=True):
-            yield
+        yield
     finally:
-        if dispatcher is not None:
-            # Let the round in progress finish (its deliveries recorded); past the attempt deadline, cut it off:
-            # what it had claimed is sent again when its lease ends.
-            stop.set()
-            await asyncio.wait([dispatcher], timeout=settings.webhooks.timeout_seconds + 2)
-            dispatcher.cancel()
+        # Stopped between rounds rather than cancelled inside a transaction (a cancelled transaction can keep its
+        # connection from the pool); what is still running after the attempt deadline is cut off: a delivery it
+        # had claimed is sent again when its lease ends, an expiry pass rolls back and is redone.
+        stop.set()
+        if tasks:
+            await asyncio.wait(tasks, timeout=settings.webhooks.timeout_seconds + 2)
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await dispatcher
+                await task
 
 
 def provide_webhooks(request: Request[Any, Any, Any]) -> WebhookService:

@@ -27,8 +27,7 @@ RECEIVER_DOWN_SECONDS = 30
 
 
 def instance_env(settings: Settings, **extra: str) -> dict[str, str]:
-    return env_for(
-        settings,
+    values = dict(
         CREDENTIALS_OAUTH_ALLOW_LOOPBACK="true",
         CREDENTIALS_WEBHOOKS_DISPATCH_INTERVAL="0.2",
         CREDENTIALS_WEBHOOKS_CONCURRENCY="8",
@@ -40,8 +39,8 @@ def instance_env(settings: Settings, **extra: str) -> dict[str, str]:
         CREDENTIALS_PURGE_INTERVAL="0",
         CREDENTIALS_VAULT_WORKERS="4",
         CREDENTIALS_DB_POOL_MAX="4",
-        **extra,
     )
+    return env_for(settings, **{**values, **extra})
 
 
 @pytest.fixture

@@ -186,16 +186,17 @@ async def test_expiry_warnings_fire_once_per_lead_time_across_two_instances_and_
 ) -> None:
     who = await make_caller(permissions=ADMIN)
     expiring = instance_env(settings, CREDENTIALS_EXPIRY_LEAD_TIMES="1h,3s", CREDENTIALS_EXPIRY_INTERVAL="0.2")
-    far = datetime.now(UTC) + timedelta(minutes=30)
-    near = datetime.now(UTC) + timedelta(seconds=8)
-    ids = {}
-    for name, when in (("far", far), ("near", near)):
-        response = await client.post(API, json=new_credential(expires_at=when.isoformat()), headers=who.headers)
-        assert response.status_code == 200
-        ids[response.json()["id"]] = name
     one = Instance(expiring).start()
     two = Instance(expiring).start()
     try:
+        # Made once both instances run, so that both see each warning come due.
+        far = datetime.now(UTC) + timedelta(minutes=30)
+        near = datetime.now(UTC) + timedelta(seconds=8)
+        ids = {}
+        for name, when in (("far", far), ("near", near)):
+            response = await client.post(API, json=new_credential(expires_at=when.isoformat()), headers=who.headers)
+            assert response.status_code == 200
+            ids[response.json()["id"]] = name
         await asyncio.sleep(2)
         one.kill()  # a crash, then a restart, while warnings are due
         one = Instance(expiring).start()

@@ -20,7 +20,7 @@ def test_lead_times_parse_to_seconds_longest_first() -> None:
 
 @pytest.mark.parametrize("value", ["", "7x", "0d", "1d,,2d", "-1d"])
 def test_a_bad_lead_time_is_refused_naming_the_variable(value: str) -> None:
-    with pytest.raises(ConfigError, match="^CREDENTIALS_EXPIRY_LEAD_TIMES="):
+    with pytest.raises(ConfigError, match=r"^CREDENTIALS_EXPIRY_LEAD_TIMES="):
         ExpirySettings(lead_times=value)
 
 

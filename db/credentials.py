@@ -346,3 +346,9 @@ async def check_due(checked_before: datetime, limit: int) -> list[dict[str, Any]
             limit,
         )
     )
+
+
+async def any_state(credential_id: uuid.UUID) -> dict[str, Any] | None:
+    """One row whatever its state (the purge reads what it reports and revokes)."""
+    rows = await Credential.raw(f"SELECT {_SELECT} FROM credential WHERE id = {{}}", credential_id)
+    return rows[0] if rows else None

@@ -38,6 +38,9 @@ from service.services import Services
 from service.telemetry.endpoint import metrics_endpoint
 from service.telemetry.logs import logging_config
 from service.telemetry.setup import instrument
+from service.webhooks.controller import WebhookController
+from service.webhooks.service import WebhookService
+from service.webhooks.wiring import event_jobs, provide_webhooks
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext
 
 HEALTH_CHECK = CallContext(request_id="health", actor=SERVICE_ACTOR, workspace=ANY_WORKSPACE)
@@ -129,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             CredentialController,
             ApiKeyController,
+            WebhookController,
             get_session,
             GrantController,
             proxy_handler(settings.proxy.max_request_bytes),
@@ -141,6 +145,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "proxy": Provide(provide_proxy, sync_to_thread=False),
             "grants": Provide(provide_grants, sync_to_thread=False),
             "checks": Provide(provide_checks, sync_to_thread=False),
+            "webhooks": Provide(provide_webhooks, sync_to_thread=False),
         },
         signature_namespace={
             "RequestContext": RequestContext,
@@ -148,11 +153,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "ProxyService": ProxyService,
             "GrantService": GrantService,
             "CheckService": CheckService,
+            "WebhookService": WebhookService,
         },
     )
     app = Litestar(
         route_handlers=[api, live, ready, *([metrics_endpoint] if settings.telemetry.metrics else [])],
-        lifespan=[services, api_key_cache, jobs, tuned_gc],
+        lifespan=[services, api_key_cache, jobs, event_jobs, tuned_gc],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.http.max_body_bytes,

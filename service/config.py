@@ -348,6 +348,76 @@ class ProxySettings(Section, frozen=True, kw_only=True):
             )
 
 
+class WebhookSettings(Section, frozen=True, kw_only=True):
+    """Webhook delivery: the dispatcher every instance runs, its retries, and when an endpoint is given up."""
+
+    dispatch_interval_seconds: Annotated[
+        float, Env("CREDENTIALS_WEBHOOKS_DISPATCH_INTERVAL"), msgspec.Meta(ge=0, le=3600)
+    ] = 1.0
+    """Seconds between the dispatcher's polls for due deliveries when it found none (0: this instance delivers
+    nothing; another instance, or none, does)."""
+    concurrency: Annotated[int, Env("CREDENTIALS_WEBHOOKS_CONCURRENCY"), msgspec.Meta(ge=1, le=256)] = 16
+    """Deliveries one instance sends at once (and claims per poll)."""
+    timeout_seconds: Annotated[float, Env("CREDENTIALS_WEBHOOKS_TIMEOUT"), msgspec.Meta(gt=0, le=120)] = 10.0
+    """Deadline of one delivery attempt; anything but a 2xx within it is a failure."""
+    lease_seconds: Annotated[float, Env("CREDENTIALS_WEBHOOKS_LEASE"), msgspec.Meta(gt=0, le=3600)] = 60.0
+    """A claimed delivery is another instance's to retry after this long (its instance died mid-send); keep it
+    above the timeout."""
+    retry_base_seconds: Annotated[float, Env("CREDENTIALS_WEBHOOKS_RETRY_BASE"), msgspec.Meta(gt=0, le=3600)] = 5.0
+    """Pause after the first failed attempt; doubled after each later one (jittered +-50%), at most
+    ``CREDENTIALS_WEBHOOKS_RETRY_MAX``."""
+    retry_max_seconds: Annotated[float, Env("CREDENTIALS_WEBHOOKS_RETRY_MAX"), msgspec.Meta(gt=0, le=_DAY)] = 3600.0
+    """The longest pause between two attempts."""
+    retry_for_seconds: Annotated[int, Env("CREDENTIALS_WEBHOOKS_RETRY_FOR"), msgspec.Meta(ge=1, le=30 * _DAY)] = _DAY
+    """A delivery is retried for this long after its event, then marked ``failed`` (it can be retried by hand)."""
+    disable_after_seconds: Annotated[
+        int, Env("CREDENTIALS_WEBHOOKS_DISABLE_AFTER"), msgspec.Meta(ge=1, le=90 * _DAY)
+    ] = 3 * _DAY
+    """An endpoint that has failed every attempt for this long is disabled (event ``webhook.disabled``)."""
+    secret_grace_seconds: Annotated[int, Env("CREDENTIALS_WEBHOOKS_SECRET_GRACE"), msgspec.Meta(ge=0, le=30 * _DAY)] = (
+        _DAY
+    )
+    """After a secret rotation, deliveries are signed with the old secret too for this long."""
+    event_retention_seconds: Annotated[
+        int, Env("CREDENTIALS_EVENTS_RETENTION"), msgspec.Meta(ge=3600, le=3650 * _DAY)
+    ] = 30 * _DAY
+    """Events (and their delivery records) are kept this long, once no delivery waits for them."""
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds <= self.timeout_seconds:
+            raise ConfigError("CREDENTIALS_WEBHOOKS_LEASE must be greater than CREDENTIALS_WEBHOOKS_TIMEOUT")
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": _DAY}
+
+
+class ExpirySettings(Section, frozen=True, kw_only=True):
+    """Expiry warnings (``credential.expiring``, ``credential.expired``)."""
+
+    lead_times: Annotated[str, Env("CREDENTIALS_EXPIRY_LEAD_TIMES", example="7d,1d")] = "7d,1d"
+    """How long before ``expires_at`` a ``credential.expiring`` is sent, once per credential and lead time: a
+    comma-separated list of durations (``30s``, ``15m``, ``12h``, ``7d``)."""
+    interval_seconds: Annotated[float, Env("CREDENTIALS_EXPIRY_INTERVAL"), msgspec.Meta(ge=0, le=_DAY)] = 60.0
+    """Seconds between checks for credentials to warn about (0: none in this instance)."""
+
+    def __post_init__(self) -> None:
+        self.leads()
+
+    def leads(self) -> list[int]:
+        """The lead times in seconds, longest first."""
+        found = []
+        for part in self.lead_times.split(","):
+            match = _DURATION.match(part)
+            if match is None or int(match.group(1)) == 0:
+                raise ConfigError(
+                    f"CREDENTIALS_EXPIRY_LEAD_TIMES={self.lead_times!r} is invalid: a comma-separated list of "
+                    "positive durations such as 7d,1d,12h,30m,45s"
+                )
+            found.append(int(match.group(1)) * _UNITS[match.group(2)])
+        return sorted(set(found), reverse=True)
+
+
 class Settings(Section, frozen=True, kw_only=True):
     """Everything the service is configured with (the README lists every variable)."""
 
@@ -360,6 +430,8 @@ class Settings(Section, frozen=True, kw_only=True):
     telemetry: TelemetrySettings = TelemetrySettings()
     hardening: HardeningSettings = HardeningSettings()
     proxy: ProxySettings = ProxySettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    expiry: ExpirySettings = ExpirySettings()
     dev_mode: Annotated[bool, Env("CREDENTIALS_DEV_MODE")] = False
     """Allows placeholder and root tokens; never in production."""
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Env("CREDENTIALS_LOG_LEVEL")] = "INFO"

@@ -434,3 +434,34 @@ class SecretStore:
             return str(response["data"]["ciphertext"])
 
         return await self._run(ctx, encrypt)
+
+    # -- small secrets that are not credentials (webhook signing secrets) -------------------------------------
+
+    async def seal(self, ctx: CallContext, owner: str, plaintext: Secret) -> str:
+        """Encrypt a secret that is not a credential's (e.g. ``owner="webhook:<id>"``) under the context
+        ``workspace:<wid>|<owner>``: its ciphertext, kept in Postgres, decrypts under that context only, never as a
+        credential's (whose contexts name ``credential:``). Returns the ciphertext."""
+        context = base64.b64encode(f"workspace:{ctx.workspace}|{owner}".encode()).decode()
+
+        def encrypt() -> str:
+            response = self._client.secrets.transit.encrypt_data(
+                name=self.transit_key,
+                plaintext=base64.b64encode(plaintext.reveal()).decode(),
+                context=context,
+                mount_point=self.transit_mount,
+            )
+            return str(response["data"]["ciphertext"])
+
+        return await self._run(ctx, encrypt)
+
+    async def unseal(self, ctx: CallContext, owner: str, ciphertext: str) -> Secret:
+        """The plaintext of a ``seal``-ed secret of ``owner`` in ``ctx``'s workspace."""
+        context = base64.b64encode(f"workspace:{ctx.workspace}|{owner}".encode()).decode()
+
+        def decrypt() -> Secret:
+            response = self._client.secrets.transit.decrypt_data(
+                name=self.transit_key, ciphertext=ciphertext, context=context, mount_point=self.transit_mount
+            )
+            return Secret(base64.b64decode(response["data"]["plaintext"]))
+
+        return await self._run(ctx, decrypt)

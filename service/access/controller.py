@@ -96,7 +96,7 @@ class ApiKeyController(Controller):
     )
     async def delete_api_key(self, key_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> ApiKeyRead:
         """Revoke an API key at once: from the next request on it answers 401. Answers the revoked key."""
-        row = await api_keys.revoke(key_id, ctx.workspace_id)
+        row = await api_keys.revoke(key_id, ctx.workspace_id, actor=ctx.actor_id)
         if row is None:
             raise NotFound(KEY_NOT_FOUND)
         # Other instances hear of it through LISTEN/NOTIFY; this one forgets it now, so the caller's very next

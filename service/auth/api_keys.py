@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from db import api_keys
+from db import api_keys, database
 from service.auth.identifiers import WORKSPACE_ID_RULE, is_workspace_id
 from service.auth.key_cache import KeyCache
 from service.auth.principal import Permission, Principal
+from service.context import request_id as current_request_id
 from service.errors import Unauthorized
+from service.events import outbox as events
+from service.events.types import ApiKeyData, EventType
 
 KEY_PREFIX = "ck"
 INVALID_API_KEY = "Invalid API key"
@@ -99,18 +102,41 @@ async def create(
         "updated_at": now,
         "revoked_at": None,
     }
-    await api_keys.insert(row)
+    async with database.transaction():
+        await api_keys.insert(row)
+        await _event(EventType.api_key_created, row, created_by)
     return NewApiKey(key=f"{KEY_PREFIX}_{lookup}_{secret}", row=row)
 
 
-async def revoke(key_id: str, workspace_id: str | None = None) -> dict[str, Any] | None:
+async def revoke(key_id: str, workspace_id: str | None = None, actor: str | None = None) -> dict[str, Any] | None:
     """Revoke a key at once (401 from its next request on). None if there is no such unrevoked key (in
     ``workspace_id``, when given)."""
     try:
         kid = uuid.UUID(key_id)
     except ValueError:
         return None
-    return await api_keys.revoke(kid, workspace_id, datetime.now(UTC))
+    async with database.transaction():
+        row = await api_keys.revoke(kid, workspace_id, datetime.now(UTC))
+        if row is not None:
+            await _event(EventType.api_key_revoked, row, actor or "credctl")
+    return row
+
+
+async def _event(event_type: EventType, row: dict[str, Any], actor: str) -> None:
+    """``api_key.created`` / ``api_key.revoked``, in the transaction of the change (the request id from the request
+    being served; ``credctl`` outside one)."""
+    await events.emit(
+        event_type,
+        ApiKeyData(
+            workspace_id=row["workspace_id"],
+            actor=actor,
+            request_id=current_request_id.get() or "credctl",
+            occurred_at=events.now(),
+            api_key_id=str(row["id"]),
+            label=row["label"],
+            permissions=list(row["permissions"]),
+        ),
+    )
 
 
 async def principal_of(key: str, cache: KeyCache | None = None) -> Principal:

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from db import credentials as rows
-from db import database
+from db import database, outbox
 from service.context import RequestContext
 from service.credentials import secrets
 from service.credentials.model import Credential, now
 from service.credentials.schemas import AuthType
 from service.errors import BadGateway, Conflict
+from service.events import outbox as events
+from service.events.types import EventType
 from service.oauth.client import RefreshFailed, RefreshGrant, RefreshRejected, TokenClient
 from service.oauth.single_flight import SingleFlight
 from vault.errors import VaultUnavailable
@@ -65,6 +67,7 @@ class Refresher:
         self, ctx: RequestContext, seen_credential: Credential, seen: int, *, force: bool, margin: timedelta
     ) -> Credential:
         rejected: RefreshRejected | None = None
+        failed: RefreshFailed | None = None
         async with database.transaction():
             credential = await self.service.locked(ctx, seen_credential.id)
             credential.check_refreshable()
@@ -81,14 +84,18 @@ class Refresher:
                 changes = credential.error_columns(exc.reason, ctx.actor_id)
             except RefreshFailed as exc:
                 OAUTH_REFRESHES.labels("failed").inc()
-                raise BadGateway(str(exc)) from None
+                failed, changes = exc, {}
             else:
                 OAUTH_REFRESHES.labels("ok").inc()
                 plaintext = Secret(msgspec.json.encode(tokens.merged_into(secret)))
                 version = await self._store(ctx, credential, plaintext)
                 changes = {"kv_version": version, "expires_at": tokens.expires_at, "updated_at": now()}
-            await rows.update(credential.id, changes)
-        after = msgspec.structs.replace(credential, **changes)
+            if changes:
+                await rows.update(credential.id, changes)
+            after = msgspec.structs.replace(credential, **changes)
+            await _report(ctx, after, rejected, failed)
+        if failed is not None:
+            raise BadGateway(str(failed))
         if rejected is not None:
             log.warning("credential %s: refresh rejected (%s); status set to error", after.id, rejected.reason)
             raise RefreshRefused(f"The credential is in error: {rejected.reason}")
@@ -120,4 +127,34 @@ def _grant(auth_type: AuthType, secret: dict[str, Any]) -> RefreshGrant:
         client_secret=fields.client_secret,
         scope=fields.scope,
         post_client_secret=fields.token_endpoint_auth_method == "client_secret_post",  # noqa: S105 (a method name)
+    )
+
+
+_REFRESH_EVENTS = [EventType.credential_refresh_failed.value, EventType.credential_refresh_recovered.value]
+
+
+async def _report(
+    ctx: RequestContext, after: Credential, rejected: RefreshRejected | None, failed: RefreshFailed | None
+) -> None:
+    """``credential.refresh_failed`` for a failed refresh; ``credential.refresh_recovered`` for the first success
+    after failures. In the refresh's transaction, so the event and the change commit together."""
+    origin = events.of_request(ctx)
+    if rejected is None and failed is None:
+        if await outbox.last_of(after.id, _REFRESH_EVENTS) == EventType.credential_refresh_failed:
+            await events.credential_event(
+                EventType.credential_refresh_recovered,
+                origin,
+                after,
+                version=after.kv_version,
+                expires_at=after.expires_at,
+            )
+        return
+    await events.credential_event(
+        EventType.credential_refresh_failed,
+        origin,
+        after,
+        status_reason=after.status_reason,
+        error_class="rejected" if rejected is not None else "unavailable",
+        error=str(rejected.reason if rejected is not None else failed)[:255],
+        attempt=await outbox.consecutive_failures(after.id, *_REFRESH_EVENTS) + 1,
     )

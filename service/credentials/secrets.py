@@ -45,6 +45,9 @@ FIELDS = {
     "client_secret": FieldDoc("string", True, "OAuth2 client secret"),
     "token_endpoint_auth_method": FieldDoc("string", False, "client_secret_basic (default) or client_secret_post"),
     "scope": FieldDoc("string", False, "OAuth2 scope"),
+    "revocation_url": FieldDoc(
+        "url", False, "RFC 7009 revocation endpoint (https): tokens are revoked there on revoke and on purge"
+    ),
     "token_type": FieldDoc("string", False, "Token type, e.g. Bearer"),
     "expires_at": FieldDoc("datetime", False, "When the access token expires (ISO 8601 or epoch seconds)"),
     "public_key": FieldDoc("string", False, "Public key or key id"),
@@ -144,6 +147,7 @@ class RefreshableSecret(SecretFields, kw_only=True):
     refresh_token: Required
     token_url: Required
     client_id: str | None = None
+    revocation_url: str | None = None
 
 
 class OAuthClientSecret(RefreshableSecret, kw_only=True):

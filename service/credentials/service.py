@@ -38,8 +38,11 @@ from service.credentials.schemas import (
     CredentialVersionRead,
 )
 from service.errors import CREDENTIAL_NOT_FOUND, Conflict, Gone, NotFound, PreconditionFailed, RequestInvalid
+from service.events import outbox as events
+from service.events.types import EventType, RevocationOutcome
 from service.oauth.client import TokenClient
 from service.oauth.egress import EgressRefused
+from service.oauth.revocation import Outcome, RevocationRequest, Revoker
 from service.proxy import config as proxy_config
 from service.proxy.schemas import ProxyConfig
 from vault.errors import SecretNotFound, VersionConflict
@@ -84,6 +87,7 @@ class CredentialService:
         self.lifecycle = lifecycle or Lifecycle()
         self.oauth = oauth or TokenClient()
         self.refresher = Refresher(self, self.oauth, refresh_skew)
+        self.revoker = Revoker(self.oauth.policy)
 
     # -- create ------------------------------------------------------------------------------------------------
 
@@ -121,11 +125,16 @@ class CredentialService:
         call = ctx.vault()
         try:
             stored = await self.store.create(call, str(credential.id), secret.plaintext)
-            await rows.activate(credential.id, stored.version, ctx.actor_id)
+            created = msgspec.structs.replace(credential, state=State.active, kv_version=stored.version)
+            async with database.transaction():
+                await rows.activate(credential.id, stored.version, ctx.actor_id)
+                await events.credential_event(
+                    EventType.credential_created, events.of_request(ctx), created, version=stored.version
+                )
         except BaseException:
             await self._undo_create(call, credential.id)
             raise
-        return msgspec.structs.replace(credential, state=State.active, kv_version=stored.version)
+        return created
 
     async def _undo_create(self, call: CallContext, credential_id: uuid.UUID) -> None:
         """Best effort, each step on its own: what cannot be undone now, ``credctl reconcile`` finishes later
@@ -190,6 +199,7 @@ class CredentialService:
         # Checked again after the read: a revoke that returned before this point must not see its secret served.
         if await rows.touch_last_used(credential.id, model.now()) == Status.revoked:
             raise Conflict("The credential is revoked")
+        await events.credential_event(EventType.credential_revealed, events.of_request(ctx), credential, version=wanted)
         return CredentialSecret(
             id=str(credential.id),
             version=wanted,
@@ -263,7 +273,15 @@ class CredentialService:
                 changes.update(credential.new_secret_columns(ctx.actor_id))
             changes["updated_at"] = model.now()
             await rows.update(cid, changes)
-        return msgspec.structs.replace(credential, **changes)
+            after = msgspec.structs.replace(credential, **changes)
+            await events.credential_event(
+                EventType.credential_updated,
+                events.of_request(ctx),
+                after,
+                changed_fields=sorted({*changes} & _SHOWN_FIELDS | ({"credentials"} if checked else set())),
+                version=after.kv_version if checked is not None else None,
+            )
+        return after
 
     async def _refuse_masked_values(self, ctx: RequestContext, seen: Credential, new: dict[str, Any]) -> None:
         """422 when a PUT sends back a masked value unchanged, instead of overwriting the real secret with it."""
@@ -290,7 +308,15 @@ class CredentialService:
                 "updated_at": model.now(),
             }
             await rows.update(cid, changes)
-        return msgspec.structs.replace(credential, **changes)
+            after = msgspec.structs.replace(credential, **changes)
+            await events.credential_event(
+                EventType.credential_updated,
+                events.of_request(ctx),
+                after,
+                changed_fields=["credentials"],
+                version=after.kv_version,
+            )
+        return after
 
     async def set_status(self, ctx: RequestContext, credential_id: str, action: str, reason: str | None) -> Credential:
         """disable (-> inactive), enable (-> active) or revoke (-> revoked: every version destroyed in Vault)."""
@@ -300,15 +326,28 @@ class CredentialService:
             changes = credential.status_change(action, reason, ctx.actor_id)
             if changes is None:
                 return credential
+            outcome = None
             if changes["status"] is Status.revoked:
+                call = ctx.vault()
+                # At the provider first, while the tokens still exist; its failure is reported, never blocking.
+                outcome = await self.revoke_at_provider(call, credential)
+                if outcome is not None:
+                    changes["status_reason"] = _with_outcome(changes["status_reason"], outcome)
                 # Destroy first: if Vault fails, nothing changes and the caller can retry. Every version KV holds,
                 # also one written above the served version by an update that failed to commit.
-                call = ctx.vault()
                 current = await self.store.current_version(call, str(cid))
                 every = list(range(1, max(credential.kv_version, current or 0) + 1))
                 await self.store.destroy_versions(call, str(cid), every)
             await rows.update(cid, changes)
-        return msgspec.structs.replace(credential, **changes)
+            after = msgspec.structs.replace(credential, **changes)
+            await events.credential_event(
+                _STATUS_EVENTS[changes["status"]],
+                events.of_request(ctx),
+                after,
+                status_reason=after.status_reason,
+                revocation=_reported(outcome),
+            )
+        return after
 
     async def refresh(self, ctx: RequestContext, credential_id: str) -> Credential:
         """Refresh now (``POST .../refresh``), whether or not the token is due."""
@@ -321,32 +360,51 @@ class CredentialService:
         """Hide at once; the secret is destroyed when the retention window ends (at once when it is zero)."""
         cid = parse_id(credential_id)
         immediate = self.lifecycle.delete_retention <= timedelta(0)
-        hidden = await rows.hide(
-            visible_to(ctx.principal, id=cid), State.deleting if immediate else State.deleted, model.now()
-        )
-        if not hidden:
-            raise NotFound(CREDENTIAL_NOT_FOUND)
+        async with database.transaction():
+            seen = await rows.get(visible_to(ctx.principal, id=cid), lock=True)
+            hidden = seen is not None and await rows.hide(
+                visible_to(ctx.principal, id=cid), State.deleting if immediate else State.deleted, model.now()
+            )
+            if not hidden or seen is None:
+                raise NotFound(CREDENTIAL_NOT_FOUND)
+            await events.credential_event(
+                EventType.credential_deleted, events.of_request(ctx), Credential.from_row(seen)
+            )
         if immediate:
             await self.destroy(ctx.vault(), cid, put_back=State.active)
 
     async def destroy(self, call: CallContext, cid: uuid.UUID, put_back: State) -> None:
         """Destroy a ``deleting`` credential's secret, then forget its row; if Vault fails, put the row back in
         ``put_back`` rather than lose track of the secret."""
+        row = await rows.any_state(cid)
+        credential = None if row is None else Credential.from_row(row)
+        outcome = None if credential is None else await self.revoke_at_provider(call, credential)
         try:
             await self.store.destroy(call, str(cid))
         except BaseException:
             await rows.put_back(cid, put_back)
             raise
-        await rows.forget(cid)
+        async with database.transaction():
+            await rows.forget(cid)
+            if credential is not None:
+                await events.credential_event(
+                    EventType.credential_purged,
+                    events.Origin(workspace_id=call.workspace, actor=call.actor, request_id=call.request_id),
+                    credential,
+                    revocation=_reported(outcome),
+                )
 
     async def restore(self, ctx: RequestContext, credential_id: str) -> Credential:
         """Bring back a deleted credential within the retention window."""
         cid = parse_id(credential_id)
         when = model.now()
-        # The same visibility as every other operation (workspace and scope), on deleted rows inside the window.
-        if not await rows.restore(visible_to(ctx.principal, id=cid), when - self.lifecycle.delete_retention, when):
-            raise NotFound(CREDENTIAL_NOT_FOUND)
-        return await self.get(ctx, credential_id)
+        async with database.transaction():
+            # The same visibility as every other operation (workspace and scope), on deleted rows inside the window.
+            if not await rows.restore(visible_to(ctx.principal, id=cid), when - self.lifecycle.delete_retention, when):
+                raise NotFound(CREDENTIAL_NOT_FOUND)
+            restored = await self.get(ctx, credential_id)
+            await events.credential_event(EventType.credential_restored, events.of_request(ctx), restored)
+        return restored
 
     # -- the secret's versions (also used by the refresher) -----------------------------------------------------
 
@@ -417,6 +475,56 @@ class CredentialService:
                 await self.oauth.check(fields.token_url)
             except EgressRefused as exc:
                 raise RequestInvalid.at(["body", "credentials", "token_url"], str(exc), "url_refused") from None
+            if fields.revocation_url is not None:
+                try:
+                    await self.oauth.check(fields.revocation_url)
+                except EgressRefused as exc:
+                    message = str(exc).replace("token_url", "revocation_url")
+                    raise RequestInvalid.at(["body", "credentials", "revocation_url"], message, "url_refused") from None
+
+    async def revoke_at_provider(self, call: CallContext, credential: Credential) -> Outcome | None:
+        """RFC 7009 revocation of an OAuth credential's tokens, when it names a ``revocation_url``; None when it
+        does not. Never raises: the outcome says what happened."""
+        if not credential.refreshable or credential.status is Status.revoked or credential.kv_version < 1:
+            return None
+        try:
+            secret = msgspec.json.decode(
+                (await self.store.read(call, str(credential.id), credential.kv_version)).reveal()
+            )
+            fields = secrets.read(credential.auth_type, secret)
+        except Exception as exc:
+            return Outcome("failed", f"the tokens could not be read ({type(exc).__name__})")
+        if not isinstance(fields, secrets.RefreshableSecret) or not fields.revocation_url:
+            return None
+        return await self.revoker.revoke(
+            RevocationRequest(
+                revocation_url=fields.revocation_url,
+                refresh_token=fields.refresh_token,
+                access_token=fields.access_token,
+                client_id=fields.client_id,
+                client_secret=fields.client_secret,
+                post_client_secret=fields.token_endpoint_auth_method == "client_secret_post",  # noqa: S105
+            )
+        )
+
+
+_SHOWN_FIELDS = frozenset({"label", "description", "credential_scope", "expires_at"})
+"""The fields a ``credential.updated`` names when they change (a new secret is named ``credentials``)."""
+_STATUS_EVENTS = {
+    Status.inactive: EventType.credential_disabled,
+    Status.active: EventType.credential_enabled,
+    Status.revoked: EventType.credential_revoked,
+}
+
+
+def _with_outcome(reason: str | None, outcome: Outcome) -> str:
+    """The status reason with the provider's answer appended (the column holds 255 characters)."""
+    summary = outcome.summary()
+    return (summary if not reason else f"{reason}; {summary}")[:255]
+
+
+def _reported(outcome: Outcome | None) -> RevocationOutcome | None:
+    return None if outcome is None else RevocationOutcome(outcome=outcome.outcome, detail=outcome.detail)
 
 
 def _destroyed(version: dict[str, Any] | None) -> bool:

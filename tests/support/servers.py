@@ -32,6 +32,9 @@ TEST_ENVIRONMENT = {
     # The suite makes hundreds of failed authentications from one address; the throttle's own tests set theirs.
     "CREDENTIALS_AUTH_FAILURES_PER_ADDRESS": "1000000/minute",
     "CREDENTIALS_AUTH_FAILURES_PER_KEY": "1000000/minute",
+    # No webhook dispatcher or expiry pass in the session's app: the events tests run their own.
+    "CREDENTIALS_WEBHOOKS_DISPATCH_INTERVAL": "0",
+    "CREDENTIALS_EXPIRY_INTERVAL": "0",
 }
 
 

@@ -97,6 +97,17 @@ ACCESS_OPERATIONS = {
     ("/api/v1/api-keys/{key_id}", "delete"): "delete_api_key_api_v1_api_keys__key_id__delete",
     ("/api/v1/auth/session", "get"): "get_session_api_v1_auth_session_get",
 }
+# Webhook subscriptions (issue 15).
+WEBHOOK_OPERATIONS = {
+    ("/api/v1/webhooks", "post"),
+    ("/api/v1/webhooks", "get"),
+    ("/api/v1/webhooks/{webhook_id}", "get"),
+    ("/api/v1/webhooks/{webhook_id}", "delete"),
+    ("/api/v1/webhooks/{webhook_id}/rotate-secret", "post"),
+    ("/api/v1/webhooks/{webhook_id}/test", "post"),
+    ("/api/v1/webhooks/{webhook_id}/deliveries", "get"),
+    ("/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", "post"),
+}
 # Responses the service declares beyond the seed's (200, 404, 422): its own auth and backend errors.
 SERVICE_ERROR_CODES = {"401", "403", "503"}
 
@@ -382,6 +393,7 @@ def test_the_document_lists_exactly_the_services_endpoints(document: dict[str, A
         | set(ADDED_OPERATIONS)
         | {AUTH_TYPES_OPERATION}
         | set(HEALTH_OPERATIONS)
+        | WEBHOOK_OPERATIONS
         | set(ACCESS_OPERATIONS)
         | PROXY_OPERATIONS
     )

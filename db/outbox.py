@@ -1,0 +1,95 @@
+"""All SQL on the ``event`` table (the transactional outbox): an event and its deliveries are written in one
+statement, inside the caller's transaction, so they commit or roll back with the change they report."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from db.tables import Credential
+
+# The event, then one delivery per active subscription of its workspace that wants its type: one round trip.
+_EMIT = (
+    "WITH e AS (INSERT INTO event (id, workspace_id, type, credential_id, payload, created_at) "
+    "VALUES ({}, {}, {}, {}, {}::jsonb, {}) RETURNING id, workspace_id, type, created_at) "
+    "INSERT INTO webhook_delivery (id, webhook_id, event_id, workspace_id, window_start, next_attempt_at, created_at) "
+    "SELECT gen_random_uuid(), w.id, e.id, e.workspace_id, e.created_at, e.created_at, e.created_at "
+    "FROM e JOIN webhook w ON w.workspace_id = e.workspace_id AND w.status = 'active' AND e.type = ANY(w.event_types)"
+)
+
+
+async def emit(
+    event_id: uuid.UUID,
+    workspace_id: str,
+    event_type: str,
+    credential_id: uuid.UUID | None,
+    payload: str,
+    when: datetime,
+    *,
+    only_webhook: uuid.UUID | None = None,
+) -> None:
+    """Record an event (``payload``: its JSON) and queue it for the subscriptions that want it (only
+    ``only_webhook``, whatever it subscribed to, when given: the test ping)."""
+    if only_webhook is None:
+        await Credential.raw(_EMIT, event_id, workspace_id, event_type, credential_id, payload, when)
+        return
+    await Credential.raw(
+        "WITH e AS (INSERT INTO event (id, workspace_id, type, credential_id, payload, created_at) "
+        "VALUES ({}, {}, {}, {}, {}::jsonb, {}) RETURNING id, workspace_id, created_at) "
+        "INSERT INTO webhook_delivery (id, webhook_id, event_id, workspace_id, window_start, next_attempt_at, "
+        "created_at) SELECT gen_random_uuid(), {}, e.id, e.workspace_id, e.created_at, e.created_at, e.created_at "
+        "FROM e",
+        event_id,
+        workspace_id,
+        event_type,
+        credential_id,
+        payload,
+        when,
+        only_webhook,
+    )
+
+
+async def last_of(credential_id: uuid.UUID, types: list[str]) -> str | None:
+    """The type of the latest of ``types`` recorded for a credential, or None."""
+    rows = await Credential.raw(
+        "SELECT type FROM event WHERE credential_id = {} AND type = ANY({}) ORDER BY created_at DESC LIMIT 1",
+        credential_id,
+        types,
+    )
+    return str(rows[0]["type"]) if rows else None
+
+
+async def of_workspace(workspace_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """A workspace's events, oldest first (tests and support)."""
+    return list(
+        await Credential.raw(
+            "SELECT id, type, credential_id, payload, created_at FROM event WHERE workspace_id = {} "
+            "ORDER BY created_at LIMIT {}",
+            workspace_id,
+            limit,
+        )
+    )
+
+
+async def prune(before: datetime) -> int:
+    """Forget events older than ``before`` that no delivery still waits for; how many went."""
+    rows = await Credential.raw(
+        "DELETE FROM event e WHERE e.created_at < {} AND NOT EXISTS "
+        "(SELECT 1 FROM webhook_delivery d WHERE d.event_id = e.id AND d.status = 'pending') RETURNING 1",
+        before,
+    )
+    return len(rows)
+
+
+async def consecutive_failures(credential_id: uuid.UUID, failed_type: str, recovered_type: str) -> int:
+    """How many ``failed_type`` events a credential has had since its last ``recovered_type`` one."""
+    rows = await Credential.raw(
+        "SELECT count(*) AS n FROM event WHERE credential_id = {} AND type = {} AND created_at > "
+        "COALESCE((SELECT max(created_at) FROM event WHERE credential_id = {} AND type = {}), '-infinity')",
+        credential_id,
+        failed_type,
+        credential_id,
+        recovered_type,
+    )
+    return int(rows[0]["n"])

@@ -92,7 +92,7 @@ class BackendUnavailable(ServiceError, status=503): ...
 class SecretStoreMisconfigured(ServiceError, status=500): ...
 
 
-SECRET_STORE_MISCONFIGURED = "The secret store refused the service's request (a configuration error); see the log"  # noqa: S105 (a message)
+SECRET_STORE_MISCONFIGURED = "The secret store refused the service's request; see the service's log"  # noqa: S105 (a message)
 
 
 class RequestInvalid(ServiceError, status=HTTP_422_UNPROCESSABLE_ENTITY):
@@ -262,6 +262,9 @@ def service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Respons
     return _json({"detail": exc.detail}, exc.status_code, headers)
 
 
+_INTEGRITY = "message authentication failed"
+
+
 def vault_error(request: Request[Any, Any, Any], exc: VaultError) -> Response[Any]:
     """A Vault failure that reached the edge (never Vault's message). Unavailable (sealed, down, slow): 503 with
     Retry-After. Anything else (403, a refused login, a missing mount or key) is a configuration error that retrying
@@ -269,11 +272,19 @@ def vault_error(request: Request[Any, Any, Any], exc: VaultError) -> Response[An
     if isinstance(exc, VaultUnavailable):
         log.warning("vault %s: %s", type(exc).__name__, exc)
         return service_error(request, BackendUnavailable("The secret store is unavailable; retry later"))
+    message = " ".join(str(exc).split())  # Vault's multi-line "1 error occurred: * ..." on one line
+    if _INTEGRITY in message:
+        log.error(
+            "vault refused to decrypt: the ciphertext is bound to another workspace or credential (moved or "
+            "tampered): %s",
+            message,
+        )
+        return service_error(request, SecretStoreMisconfigured(SECRET_STORE_MISCONFIGURED))
     log.error(
         "vault configuration error (%s): %s; check the service's Vault policy (`credctl vault-bootstrap`), "
         "CREDENTIALS_TRANSIT_MOUNT, CREDENTIALS_TRANSIT_KEY and CREDENTIALS_KV_MOUNT, and /health/ready",
         type(exc).__name__,
-        " ".join(str(exc).split()),  # Vault's multi-line "1 error occurred: * ..." on one line
+        message,
     )
     return service_error(request, SecretStoreMisconfigured(SECRET_STORE_MISCONFIGURED))
 

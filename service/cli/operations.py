@@ -48,9 +48,16 @@ def serve(host: str, port: int, workers: int | None) -> None:
     logging_config(settings.log_level, settings.log_format).configure()  # the preflight's lines, formatted as the app's
 
     async def preflight() -> None:
-        # Postgres and Vault are opened once here, so that a dead or misconfigured one ends `serve` with one line
-        # (StartupError) rather than with the traceback uvicorn prints for a failed lifespan.
-        async with Services.from_settings(settings, one_off=True):
+        # Postgres and Vault are tried once here (one connection, one token check), so that a dead or misconfigured
+        # one ends `serve` with one line (StartupError) rather than with the traceback uvicorn prints for a failed
+        # lifespan.
+        from db.database import check_connection
+        from service.services import open_secret_store
+        from service.startup import database_errors
+
+        with database_errors(settings.database):
+            await check_connection(settings.database.url, settings.database.connect_timeout)
+        async with open_secret_store(settings, workers=1):
             pass
 
     asyncio.run(preflight())

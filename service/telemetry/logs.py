@@ -15,7 +15,7 @@ from typing import Any
 
 from litestar.logging import LoggingConfig
 from litestar.logging.config import default_handlers
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.msgspec import MsgspecFormatter
 
 from service.context import request_id
 
@@ -47,7 +47,7 @@ def logging_config(level: str, fmt: str) -> LoggingConfig:
         handler["filters"] = ["request"]
     formatter: dict[str, Any] = (
         {
-            "()": JsonFormatter,
+            "()": MsgspecFormatter,
             "fmt": JSON_FIELDS,
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
             "timestamp": False,

@@ -67,7 +67,9 @@ async def test_metrics_after_create_and_reveal_count_by_route_and_hold_no_secret
     for operation in ("transit/encrypt", "transit/decrypt", "credentials/data"):
         assert sample(text, "credentials_vault_call_duration_seconds_count", operation=operation) >= 1, operation
     assert sample(text, "credentials_db_query_duration_seconds_count", operation="INSERT credential") >= 1
-    assert sample(text, "credentials_db_pool_connections", state="max") == 8
+    # The gauge is the process's: whichever app of the session scraped last set it (8 or 4 in these tests).
+    assert sample(text, "credentials_db_pool_connections", state="max") in {4.0, 8.0}
+    assert 0 < sample(text, "credentials_db_pool_connections", state="open") <= 8
     assert "credentials_vault_calls_queued" in text
     assert "credentials_oauth_refreshes_total" in text or "# HELP credentials_oauth_refreshes_total" in text
     assert secret not in text

@@ -14,9 +14,10 @@ install:
     {{python}} -m pip install -q --upgrade pip
     {{python}} -m pip install -q -e '.[dev]'
 
+# (exec: credctl replaces the recipe's shell, so Ctrl-C reaches it alone and it ends quietly, with status 0)
 # the whole stack on this machine: OpenBao, Postgres, bootstrap, migrations, the service on 127.0.0.1:8000
 dev *args: install
-    {{venv}}/bin/credctl dev {{args}}
+    exec {{venv}}/bin/credctl dev {{args}}
 
 # the test suite against real OpenBao and Postgres (pytest arguments pass through)
 test *args: install

@@ -168,6 +168,34 @@ async def ensure_database(server_url: str, name: str) -> str:
     return with_database(server_url, name)
 
 
+class DatabaseExistsError(RuntimeError):
+    """The database to create is already there: someone else's, or left over from a run that was killed."""
+
+
+async def create_database(server_url: str, name: str) -> str:
+    """Create database ``name``, which must not exist yet; returns its URL.
+
+    ``CREATE DATABASE`` itself decides, so of two processes racing for one name exactly one wins and the other gets
+    ``DatabaseExistsError`` (naming how many sessions use the database), never the first one's database.
+    """
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url)
+    try:
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            sessions = await connection.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name)
+            raise DatabaseExistsError(
+                f"database {name!r} already exists and "
+                + (f"is in use ({sessions} session(s): another credctl dev?)" if sessions else "is not in use")
+                + f"; pass --database OTHER_NAME, or drop it if it is yours: dropdb {name}"
+            ) from None
+    finally:
+        await connection.close()
+    return with_database(server_url, name)
+
+
 async def drop_database(server_url: str, name: str) -> None:
     import asyncpg
 

@@ -23,7 +23,7 @@ def migrate() -> None:
 
     with config_errors():
         database = DatabaseSettings.from_env()
-    asyncio.run(run_migrations(database.url))
+    click.echo(asyncio.run(run_migrations(database.url)))
 
 
 @main.command("vault-bootstrap")

@@ -96,7 +96,7 @@ def api_key() -> None:
 @click.option(
     "--permissions", default="read,write,reveal", show_default=True, help="comma-separated: read, write, reveal, admin"
 )
-@click.option("--label", default=None)
+@click.option("--label", default=None, help="a name for people: what or who uses the key")
 @click.option(
     "--expires-at",
     default=None,
@@ -115,6 +115,24 @@ def api_key_create(workspace: str, permissions: str, label: str | None, expires_
     except ValueError as exc:
         fail(str(exc))
     click.echo(new.key)
+
+
+@api_key.command("list")
+@click.option("--workspace", required=True, help="the workspace whose keys to list")
+def api_key_list(workspace: str) -> None:
+    """List a workspace's keys that are not revoked, newest first: id, prefix, status, permissions, expiry, label
+    (tab-separated, one per line, after a header). The secrets are not stored, so none is shown."""
+    from service.auth import api_keys
+
+    try:
+        rows = _with_database(lambda: api_keys.list_keys(workspace))
+    except ValueError as exc:
+        fail(str(exc))
+    click.echo("\t".join(("id", "key", "status", "permissions", "expires_at", "label")))
+    for row in rows:
+        expires = row["expires_at"].isoformat() if row["expires_at"] else "-"
+        fields = (str(row["id"]), api_keys.public_prefix(row["lookup_id"]), row["status"])
+        click.echo("\t".join((*fields, ",".join(row["permissions"]), expires, row["label"] or "-")))
 
 
 @api_key.command("revoke")

@@ -13,6 +13,7 @@ from service.config import ConfigError
 
 
 @click.group()
+@click.version_option(package_name="credentials-service", prog_name="credctl", help="show the version and exit")
 def main() -> None:
     """The credentials service: secrets in Vault, metadata in Postgres, Mielto's Credentials API."""
 

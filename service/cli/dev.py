@@ -233,7 +233,13 @@ def ready_message(dev: DevStack) -> str:
 
 @main.command("dev-token")
 @click.option("--workspace", required=True, help="the workspace the token lists")
-@click.option("--role", default="owner", show_default=True, type=click.Choice(["owner", "admin", "member", "viewer"]))
+@click.option(
+    "--role",
+    default="owner",
+    show_default=True,
+    type=click.Choice(["owner", "admin", "member", "viewer"]),
+    help="the user's role in the workspace",
+)
 @click.option(
     "--secret",
     required=True,

@@ -122,3 +122,24 @@ async def _database_exists(server_url: str, name: str) -> bool:
         return bool(await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
     finally:
         await connection.close()
+
+
+def test_api_key_list_shows_a_workspaces_live_keys_without_secrets(settings: Settings) -> None:
+    env, workspace = env_for(settings), f"wsp_{secrets.token_hex(4)}"
+    kept = credctl("api-key", "create", "--workspace", workspace, "--label", "ci", env=env).stdout.strip()
+    gone = credctl("api-key", "create", "--workspace", workspace, "--permissions", "read", env=env).stdout.strip()
+    credctl("api-key", "create", "--workspace", f"{workspace}_other", env=env)
+    listed = credctl("api-key", "list", "--workspace", workspace, env=env)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert header == ["id", "key", "status", "permissions", "expires_at", "label"]
+    assert [(r[1], r[2], r[3], r[4], r[5]) for r in rows] == [
+        (gone[:19], "active", "read", "-", "-"),
+        (kept[:19], "active", "read,write,reveal", "-", "ci"),
+    ]
+    assert kept not in listed.stdout
+    assert gone not in listed.stdout
+
+    assert credctl("api-key", "revoke", rows[0][0], env=env).returncode == 0
+    after = credctl("api-key", "list", "--workspace", workspace, env=env).stdout.splitlines()
+    assert [line.split("\t")[1] for line in after[1:]] == [kept[:19]]

@@ -40,6 +40,20 @@ def migrate() -> None:
     "--token-max-ttl", default="4h", show_default=True, help="max TTL of the service's tokens (then it logs in again)"
 )
 @click.option(
+    "--secret-id-ttl",
+    default="0",
+    show_default=True,
+    help="lifetime of each AppRole secret id issued from now on (e.g. 720h; 0: no expiry); issue a new one before "
+    "it ends (--approle-out DIR --new-secret-id)",
+)
+@click.option(
+    "--secret-id-cidr",
+    "secret_id_cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help="only logins from this network may use the secret ids and their tokens (repeatable; e.g. 172.28.0.0/24)",
+)
+@click.option(
     "--enable-file-audit",
     "audit_file",
     default=None,
@@ -48,7 +62,13 @@ def migrate() -> None:
     "declare the device in its server config)",
 )
 def vault_bootstrap(
-    approle_out: Path | None, new_secret_id: bool, token_ttl: str, token_max_ttl: str, audit_file: str | None
+    approle_out: Path | None,
+    new_secret_id: bool,
+    token_ttl: str,
+    token_max_ttl: str,
+    secret_id_ttl: str,
+    secret_id_cidrs: tuple[str, ...],
+    audit_file: str | None,
 ) -> None:
     """Mounts, transit key, policies, AppRole, audited headers and the audit device check in Vault (VAULT_ADDR,
     an operator's VAULT_TOKEN); safe to re-run: a second run changes nothing and says so."""
@@ -72,6 +92,8 @@ def vault_bootstrap(
             kv_mount=vault.kv_mount,
             token_ttl=token_ttl,
             token_max_ttl=token_max_ttl,
+            secret_id_ttl=secret_id_ttl,
+            secret_id_cidrs=secret_id_cidrs,
         )
         if approle_out is not None:
             steps += write_approle_credentials(client, approle_out, new_secret_id=new_secret_id)

@@ -53,3 +53,12 @@ bench *args: install
     command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || sudo apt-get install -y wrk
     {{python}} -m pip install -q matplotlib psutil rich py-spy
     {{python}} -m bench {{args}}
+
+# pin the image's dependencies, with hashes, from pyproject.toml (service/Dockerfile installs exactly these)
+lock: install
+    {{python}} -m pip install -q pip-tools
+    {{venv}}/bin/pip-compile -q --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --output-file=requirements.lock pyproject.toml
+
+# the secret files compose.yaml reads (a random Postgres password and the DATABASE_URL holding it); kept if present
+compose-secrets:
+    sh devtools/compose-secrets.sh

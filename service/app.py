@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 
 from db import database
+from service import docs_pages
 from service.access.controller import ApiKeyController, get_session
 from service.auth.guard import auth_guard
 from service.auth.tokens import TokenVerifier
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         signature_namespace={"RequestContext": RequestContext, "CredentialService": CredentialService},
     )
     app = Litestar(
-        route_handlers=[api, live, ready],
+        route_handlers=[api, live, ready, docs_pages.assets_router()],
         lifespan=[services, jobs],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             components=COMPONENTS,
             operation_id_creator=operation_id,
             use_handler_docstrings=True,
+            render_plugins=docs_pages.render_plugins(),
         ),
         logging_config=LoggingConfig(
             root={"level": settings.log_level, "handlers": ["queue_listener"]},

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 
@@ -68,11 +69,19 @@ def restore(database_url: str, source: Path) -> None:
           f"--dbname={url}", str(source)], env)  # fmt: skip
 
 
-async def table_names(database_url: str) -> list[str]:
-    """The tables in the database's ``public`` schema (none: an empty database a restore may fill)."""
+async def _connect(database_url: str) -> Any:
+    """A connection, or ``DumpError`` in one line (refused, unknown database, no free connection slot, ...)."""
     import asyncpg
 
-    connection = await asyncpg.connect(database_url)
+    try:
+        return await asyncpg.connect(database_url, timeout=30)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DumpError(f"the database cannot be reached: {exc}") from None
+
+
+async def table_names(database_url: str) -> list[str]:
+    """The tables in the database's ``public`` schema (none: an empty database a restore may fill)."""
+    connection = await _connect(database_url)
     try:
         rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
     finally:
@@ -82,9 +91,7 @@ async def table_names(database_url: str) -> list[str]:
 
 async def row_counts(database_url: str) -> dict[str, int]:
     """Rows per table of the service, for a backup's manifest (and to check a restore against it)."""
-    import asyncpg
-
-    connection = await asyncpg.connect(database_url)
+    connection = await _connect(database_url)
     try:
         return {
             table: int(await connection.fetchval(f'SELECT count(*) FROM "{table}"'))

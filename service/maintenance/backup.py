@@ -113,8 +113,8 @@ def restore(directory: Path, *, database_url: str, vault_addr: str, vault_token:
     manifest = verify(directory)
     try:
         tables = asyncio.run(dump.table_names(database_url))
-    except OSError as exc:
-        raise BackupError(f"the database cannot be reached: {exc}") from None
+    except dump.DumpError as exc:
+        raise BackupError(str(exc)) from None
     if tables:
         raise BackupError(
             f"the database already has tables ({', '.join(tables[:3])}...): restore into a new, empty database"

@@ -147,3 +147,11 @@ async def _tables(url: str) -> list[str]:
     from db.dump import table_names
 
     return await table_names(url)
+
+
+def test_backup_against_an_unreachable_database_is_one_line(tmp_path: Path, raft_bao: BaoServer) -> None:
+    env = env_for(settings_for("postgresql://nobody@127.0.0.1:1/none", raft_bao))
+    result = credctl("backup", "--out", str(tmp_path / "b"), env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("credctl: backup failed: the database cannot be reached: ")
+    assert len(result.stderr.splitlines()) == 1

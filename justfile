@@ -14,9 +14,10 @@ install:
     {{python}} -m pip install -q --upgrade pip
     {{python}} -m pip install -q -e '.[dev]'
 
+# (exec: credctl replaces the recipe's shell, so Ctrl-C reaches it alone and it ends quietly, with status 0)
 # the whole stack on this machine: OpenBao, Postgres, bootstrap, migrations, the service on 127.0.0.1:8000
 dev *args: install
-    {{venv}}/bin/credctl dev {{args}}
+    exec {{venv}}/bin/credctl dev {{args}}
 
 # the test suite against real OpenBao and Postgres (pytest arguments pass through)
 test *args: install
@@ -62,3 +63,12 @@ bench-proxy *args: install
 # the HA failure drills alone: three OpenBao raft nodes, a replicated Postgres, two instances (about 4 minutes)
 drills *args: install
     {{venv}}/bin/pytest -m drill -s tests/drills {{args}}
+
+# pin the image's dependencies, with hashes, from pyproject.toml (service/Dockerfile installs exactly these)
+lock: install
+    {{python}} -m pip install -q pip-tools
+    {{venv}}/bin/pip-compile -q --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links --output-file=requirements.lock pyproject.toml
+
+# the secret files compose.yaml reads (a random Postgres password and the DATABASE_URL holding it); kept if present
+compose-secrets:
+    sh devtools/compose-secrets.sh

@@ -4,13 +4,15 @@ and the migrations. Nothing here reads or writes the environment."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from piccolo.apps.migrations.commands.forwards import run_forwards
+from piccolo.apps.migrations.commands.forwards import ForwardsMigrationManager
 from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.postgres import PostgresEngine
 
@@ -87,14 +89,32 @@ async def ping() -> None:
     await Credential.raw("SELECT 1")
 
 
-async def migrate(database_url: str, connect_timeout: float = 60.0) -> None:
-    """Apply every migration not yet applied to ``database_url`` (the previous binding is restored after)."""
+async def migrate(database_url: str, connect_timeout: float = 60.0) -> str:
+    """Apply every migration not yet applied to ``database_url`` (the previous binding is restored after); returns
+    one line saying what was done.
+
+    Piccolo's runner prints its own lines, among them "N migrations already complete" counting every migration
+    there is (on a fresh database too): they are swallowed, and the summary counts from the migration table.
+    """
     previous = piccolo_conf.DB
     await check_connection(database_url, connect_timeout)
     await asyncio.to_thread(bind, database_url, connect_timeout)
     try:
-        result = await run_forwards(app_name="db")
+        manager = ForwardsMigrationManager(app_name="db")
+        await manager.create_migration_table()
+        before = set(await Migration.get_migrations_which_ran(app_name="db"))
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = await manager.run()
+        after = set(await Migration.get_migrations_which_ran(app_name="db"))
     finally:
         _use(previous)
     if not result.success:
         raise RuntimeError(f"migrations failed: {result.message}")
+    return migration_summary(len(after - before), len(before))
+
+
+def migration_summary(applied: int, already: int) -> str:
+    """The one line ``credctl migrate`` prints."""
+    if not applied:
+        return f"database up to date: {already} migration(s) already applied, none to apply"
+    return f"applied {applied} migration(s)" + (f" ({already} already applied)" if already else "")

@@ -168,6 +168,34 @@ async def ensure_database(server_url: str, name: str) -> str:
     return with_database(server_url, name)
 
 
+class DatabaseExistsError(RuntimeError):
+    """The database to create is already there: someone else's, or left over from a run that was killed."""
+
+
+async def create_database(server_url: str, name: str) -> str:
+    """Create database ``name``, which must not exist yet; returns its URL.
+
+    ``CREATE DATABASE`` itself decides, so of two processes racing for one name exactly one wins and the other gets
+    ``DatabaseExistsError`` (naming how many sessions use the database), never the first one's database.
+    """
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url)
+    try:
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            sessions = await connection.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name)
+            raise DatabaseExistsError(
+                f"database {name!r} already exists and "
+                + (f"is in use ({sessions} session(s): another credctl dev?)" if sessions else "is not in use")
+                + f"; pass --database OTHER_NAME, or drop it if it is yours: dropdb {name}"
+            ) from None
+    finally:
+        await connection.close()
+    return with_database(server_url, name)
+
+
 async def drop_database(server_url: str, name: str) -> None:
     import asyncpg
 
@@ -205,3 +233,70 @@ def postgres_server(state_dir: Path, say: Callable[[str], None] = lambda _: None
         yield embedded.url
     finally:
         embedded.stop()
+
+
+RAFT_CONFIG = """\
+storage "raft" {
+  path    = "$data"
+  node_id = "node-0"
+}
+listener "tcp" {
+  address     = "127.0.0.1:$port"
+  tls_disable = true
+}
+api_addr      = "http://127.0.0.1:$port"
+cluster_addr  = "http://127.0.0.1:$cluster_port"
+disable_mlock = true
+"""
+
+
+def start_bao_raft(state_dir: Path) -> BaoServer:
+    """A real (not dev) OpenBao with raft storage in ``state_dir``: initialised with one unseal key, unsealed and
+    active when this returns (backup and restore need raft: dev servers keep their storage in memory)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "raft").mkdir(exist_ok=True)
+    port, cluster_port = free_port(), free_port()
+    config = state_dir / "bao.hcl"
+    config.write_text(Template(RAFT_CONFIG).substitute(data=state_dir / "raft", port=port, cluster_port=cluster_port))
+    log_file = state_dir / "bao.log"
+    with log_file.open("wb") as out:
+        process = subprocess.Popen(
+            [bao_binary(), "server", f"-config={config}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    addr = f"http://127.0.0.1:{port}"
+    server = BaoServer(addr, "", state_dir / "audit.log", log_file, process)
+    try:
+        _wait(lambda: requests.get(f"{addr}/v1/sys/health", timeout=1).status_code == 501, process, log_file)
+        init = requests.put(f"{addr}/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30)
+        init.raise_for_status()
+        server.token, server.unseal_key = init.json()["root_token"], init.json()["keys_base64"][0]
+        unseal(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def unseal(server: BaoServer) -> None:
+    """Unseal ``server`` with its one key and wait until it is the active node."""
+    requests.put(f"{server.addr}/v1/sys/unseal", json={"key": server.unseal_key}, timeout=10).raise_for_status()
+    _wait(
+        lambda: requests.get(f"{server.addr}/v1/sys/health", timeout=1).status_code == 200,
+        server.process,
+        server.log_file,
+    )
+
+
+def _wait(ready: Callable[[], bool], process: subprocess.Popen[bytes], log_file: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bao exited with {process.returncode}:\n{log_file.read_text()[-2000:]}")
+        with contextlib.suppress(requests.RequestException):
+            if ready():
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"bao did not become ready within {seconds:.0f} s; see {log_file}")

@@ -13,7 +13,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 
-from service import readiness
+from service import docs_pages, readiness
 from service.access.controller import ApiKeyController, get_session
 from service.auth import key_cache
 from service.auth.guard import auth_guard
@@ -157,7 +157,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
     )
     app = Litestar(
-        route_handlers=[api, live, ready, *([metrics_endpoint] if settings.telemetry.metrics else [])],
+        route_handlers=[
+            api,
+            live,
+            ready,
+            docs_pages.assets_router(),
+            *([metrics_endpoint] if settings.telemetry.metrics else []),
+        ],
         lifespan=[services, api_key_cache, jobs, event_jobs, tuned_gc],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -170,6 +176,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             components=COMPONENTS,
             operation_id_creator=operation_id,
             use_handler_docstrings=True,
+            render_plugins=docs_pages.render_plugins(),
         ),
         logging_config=logging_config(settings.log_level, settings.log_format),
         state=State({"settings": settings, "throttle": Throttle.from_settings(settings.hardening)}),

@@ -84,7 +84,9 @@ _DAY = 86_400
 class DatabaseSettings(Section, frozen=True, kw_only=True):
     """Postgres, which holds the metadata."""
 
-    url: Annotated[str, Env("DATABASE_URL", example="postgresql://postgres@127.0.0.1:5432/credentials")]
+    url: Annotated[
+        str, Env("DATABASE_URL", secret=True, file=True, example="postgresql://postgres@127.0.0.1:5432/credentials")
+    ]
     """Postgres DSN for the metadata."""
     pool_min: Annotated[int, Env("CREDENTIALS_DB_POOL_MIN"), msgspec.Meta(ge=0, le=1000)] = 2
     """Connections the pool keeps open."""

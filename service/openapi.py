@@ -16,6 +16,7 @@ from litestar.params import HeaderParameter
 from litestar.types import Method
 from litestar.types.internal_types import PathParameterDefinition
 
+from service import openapi_extras
 from service.auth.principal import Permission
 from service.errors import Detail, HTTPValidationError
 
@@ -132,3 +133,4 @@ def follow_fastapi(app: Litestar) -> None:
             declared = operation.responses.get("400")
             if declared is not None and getattr(declared, "description", None) == LITESTAR_400:
                 operation.responses.pop("400")
+    openapi_extras.complete(app.openapi_schema)

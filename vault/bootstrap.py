@@ -3,8 +3,10 @@ device check. Idempotent: each step reads first and writes only what differs, so
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -80,6 +82,8 @@ def bootstrap(
     token_ttl: str | int = DEFAULT_TOKEN_TTL,
     token_max_ttl: str | int = DEFAULT_TOKEN_MAX_TTL,
     max_versions: int = KV_MAX_VERSIONS,
+    secret_id_ttl: str | int = 0,
+    secret_id_cidrs: tuple[str, ...] = (),
 ) -> list[Step]:
     """Bring Vault to the state the service needs; running it again changes nothing and says so.
 
@@ -127,7 +131,15 @@ def bootstrap(
         steps.append(_policy(client, policy_name, render_policy(template, **values)))
 
     steps.extend(
-        ensure_approle(client, approle_mount=approle_mount, role=role, token_ttl=token_ttl, token_max_ttl=token_max_ttl)
+        ensure_approle(
+            client,
+            approle_mount=approle_mount,
+            role=role,
+            token_ttl=token_ttl,
+            token_max_ttl=token_max_ttl,
+            secret_id_ttl=secret_id_ttl,
+            secret_id_cidrs=secret_id_cidrs,
+        )
     )
 
     audited = client.adapter.get("/v1/sys/config/auditing/request-headers")["data"].get("headers", {})
@@ -188,9 +200,15 @@ def ensure_approle(
     token_ttl: str | int = DEFAULT_TOKEN_TTL,
     token_max_ttl: str | int = DEFAULT_TOKEN_MAX_TTL,
     policies: tuple[str, ...] = (SERVICE_POLICY,),
+    secret_id_ttl: str | int = 0,
+    secret_id_cidrs: tuple[str, ...] = (),
 ) -> list[Step]:
     """The AppRole auth method and the service's role: its tokens carry only ``policies`` (no default policy),
-    are renewable service tokens with ``token_ttl``, and must be replaced by a new login after ``token_max_ttl``."""
+    are renewable service tokens with ``token_ttl``, and must be replaced by a new login after ``token_max_ttl``.
+
+    ``secret_id_ttl`` (0: none) makes every secret id issued from then on expire, so a leaked one stops working;
+    ``secret_id_cidrs`` binds secret ids, and the tokens they log in to, to the service's network, so a leaked one
+    is useless elsewhere."""
     steps: list[Step] = []
     methods = client.sys.list_auth_methods()["data"]
     method = methods.get(f"{approle_mount}/")
@@ -213,6 +231,9 @@ def ensure_approle(
         "token_ttl": ttl,
         "token_max_ttl": max_ttl,
         "token_num_uses": 0,
+        "secret_id_ttl": seconds(secret_id_ttl),
+        "secret_id_bound_cidrs": _networks(secret_id_cidrs),
+        "token_bound_cidrs": _networks(secret_id_cidrs),
     }
     try:
         current = client.adapter.get(f"/v1/auth/{approle_mount}/role/{role}")["data"]
@@ -221,16 +242,27 @@ def ensure_approle(
     if current is not None:
         current = {key: current.get(key) for key in wanted}
         current["token_policies"] = sorted(current["token_policies"] or [])
+        for cidrs in ("secret_id_bound_cidrs", "token_bound_cidrs"):
+            current[cidrs] = _networks(current[cidrs] or ())
     changed = current != wanted
     if changed:
         client.adapter.post(f"/v1/auth/{approle_mount}/role/{role}", json=wanted)
     steps.append(
-        Step(f"AppRole role {role} (policies {', '.join(policies)}; token TTL {ttl}s, max {max_ttl}s)", changed)
+        Step(
+            f"AppRole role {role} (policies {', '.join(policies)}; token TTL {ttl}s, max {max_ttl}s; secret id TTL "
+            f"{seconds(secret_id_ttl) or 'none'}, bound to {', '.join(secret_id_cidrs) or 'any address'})",
+            changed,
+        )
     )
     return steps
 
 
 @translated
+def _networks(cidrs: Iterable[str]) -> list[str]:
+    """CIDRs as Vault compares them (it stores a /32 as a bare address): sorted, each with its prefix length."""
+    return sorted(str(ipaddress.ip_network(cidr, strict=False)) for cidr in cidrs)
+
+
 def issue_secret_id(
     client: hvac.Client, *, approle_mount: str = "approle", role: str = SERVICE_ROLE
 ) -> tuple[str, str]:

@@ -108,6 +108,13 @@ async def create(
     return NewApiKey(key=f"{KEY_PREFIX}_{lookup}_{secret}", row=row)
 
 
+async def list_keys(workspace_id: str) -> list[dict[str, Any]]:
+    """A workspace's keys that are not revoked, newest first (every one: an operator's listing, not a page)."""
+    workspace_id = validate_workspace_id(workspace_id)
+    rows, _ = await api_keys.page(workspace_id, skip=0, limit=10_000)
+    return rows
+
+
 async def revoke(key_id: str, workspace_id: str | None = None, actor: str | None = None) -> dict[str, Any] | None:
     """Revoke a key at once (401 from its next request on). None if there is no such unrevoked key (in
     ``workspace_id``, when given)."""

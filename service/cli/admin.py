@@ -25,7 +25,7 @@ def migrate() -> None:
     with config_errors():
         database = DatabaseSettings.from_env()
     with database_errors(database):
-        asyncio.run(run_migrations(database.url, database.connect_timeout))
+        click.echo(asyncio.run(run_migrations(database.url, database.connect_timeout)))
 
 
 @main.command("vault-bootstrap")
@@ -42,6 +42,20 @@ def migrate() -> None:
     "--token-max-ttl", default="4h", show_default=True, help="max TTL of the service's tokens (then it logs in again)"
 )
 @click.option(
+    "--secret-id-ttl",
+    default="0",
+    show_default=True,
+    help="lifetime of each AppRole secret id issued from now on (e.g. 720h; 0: no expiry); issue a new one before "
+    "it ends (--approle-out DIR --new-secret-id)",
+)
+@click.option(
+    "--secret-id-cidr",
+    "secret_id_cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help="only logins from this network may use the secret ids and their tokens (repeatable; e.g. 172.28.0.0/24)",
+)
+@click.option(
     "--enable-file-audit",
     "audit_file",
     default=None,
@@ -50,7 +64,13 @@ def migrate() -> None:
     "declare the device in its server config)",
 )
 def vault_bootstrap(
-    approle_out: Path | None, new_secret_id: bool, token_ttl: str, token_max_ttl: str, audit_file: str | None
+    approle_out: Path | None,
+    new_secret_id: bool,
+    token_ttl: str,
+    token_max_ttl: str,
+    secret_id_ttl: str,
+    secret_id_cidrs: tuple[str, ...],
+    audit_file: str | None,
 ) -> None:
     """Mounts, transit key, policies, AppRole, audited headers and the audit device check in Vault (VAULT_ADDR,
     an operator's VAULT_TOKEN); safe to re-run: a second run changes nothing and says so."""
@@ -76,6 +96,8 @@ def vault_bootstrap(
             token_ttl=token_ttl,
             token_max_ttl=token_max_ttl,
             max_versions=max_versions,
+            secret_id_ttl=secret_id_ttl,
+            secret_id_cidrs=secret_id_cidrs,
         )
         if approle_out is not None:
             steps += write_approle_credentials(client, approle_out, new_secret_id=new_secret_id)
@@ -103,7 +125,7 @@ def api_key() -> None:
     show_default=True,
     help="comma-separated: read, write, reveal, admin, use",
 )
-@click.option("--label", default=None)
+@click.option("--label", default=None, help="a name for people: what or who uses the key")
 @click.option(
     "--expires-at",
     default=None,
@@ -122,6 +144,24 @@ def api_key_create(workspace: str, permissions: str, label: str | None, expires_
     except ValueError as exc:
         fail(str(exc))
     click.echo(new.key)
+
+
+@api_key.command("list")
+@click.option("--workspace", required=True, help="the workspace whose keys to list")
+def api_key_list(workspace: str) -> None:
+    """List a workspace's keys that are not revoked, newest first: id, prefix, status, permissions, expiry, label
+    (tab-separated, one per line, after a header). The secrets are not stored, so none is shown."""
+    from service.auth import api_keys
+
+    try:
+        rows = _with_database(lambda: api_keys.list_keys(workspace))
+    except ValueError as exc:
+        fail(str(exc))
+    click.echo("\t".join(("id", "key", "status", "permissions", "expires_at", "label")))
+    for row in rows:
+        expires = row["expires_at"].isoformat() if row["expires_at"] else "-"
+        fields = (str(row["id"]), api_keys.public_prefix(row["lookup_id"]), row["status"])
+        click.echo("\t".join((*fields, ",".join(row["permissions"]), expires, row["label"] or "-")))
 
 
 @api_key.command("revoke")

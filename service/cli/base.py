@@ -26,6 +26,7 @@ class _Commands(click.Group):
 
 
 @click.group(cls=_Commands)
+@click.version_option(package_name="credentials-service", prog_name="credctl", help="show the version and exit")
 def main() -> None:
     """The credentials service: secrets in Vault, metadata in Postgres, Mielto's Credentials API."""
 

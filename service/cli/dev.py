@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shlex
 import shutil
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    import uvicorn
 
 from service.cli.base import fail, main
 
@@ -25,23 +32,68 @@ def _interrupt(*_: object) -> None:
 
 
 @main.command()
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--state-dir", default=".credctl", show_default=True, type=click.Path(path_type=Path))
-@click.option("--database", default=DEV_DATABASE, show_default=True, help="dev database (dropped on exit)")
+@click.option("--port", default=8000, show_default=True, type=int, help="port of the service on 127.0.0.1")
+@click.option(
+    "--state-dir",
+    default=".credctl",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="where OpenBao's files (and an embedded Postgres, if one is needed) live; removed on exit if made here",
+)
+@click.option(
+    "--database",
+    default=DEV_DATABASE,
+    show_default=True,
+    help="dev database to create; it must not exist yet (another stack's is never touched) and is dropped on exit",
+)
 def dev(port: int, state_dir: Path, database: str) -> None:
     """The whole stack on this machine: OpenBao, Postgres, bootstrap, migrations, the service on 127.0.0.1."""
     state_dir = state_dir.resolve()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
     try:
-        run_dev_stack(state_dir, port, database, echo=click.echo)
+        with _foreground_of_the_terminal():
+            run_dev_stack(state_dir, port, database, echo=click.echo)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how this command is meant to end; everything was stopped on the way out
     except RuntimeError as exc:
         fail(str(exc))
 
 
+@contextlib.contextmanager
+def _foreground_of_the_terminal() -> Iterator[None]:
+    """Take the terminal's Ctrl-C for this process alone while it runs, when a parent shares its process group.
+
+    Under ``just dev`` the terminal's SIGINT reaches ``just`` as well as this command, and ``just`` then reports
+    the recipe as interrupted (exit 130) however cleanly this command stopped. In a process group of its own that
+    is the terminal's foreground, Ctrl-C reaches only this command (and the servers it starts); the terminal is
+    handed back on the way out. Run straight from a shell, this process already leads its group: nothing changes.
+    """
+    try:
+        terminal = os.open("/dev/tty", os.O_RDWR)
+    except OSError:
+        yield  # no controlling terminal (CI, a test's pipe): nothing to take
+        return
+    try:
+        previous = os.tcgetpgrp(terminal)
+        if os.getpgrp() == os.getpid() or previous != os.getpgrp():
+            yield
+            return
+        os.setpgid(0, 0)
+        # A background group changing the foreground gets SIGTTOU; ignored, the call just proceeds.
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        os.tcsetpgrp(terminal, os.getpgrp())
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.tcsetpgrp(terminal, previous)
+    finally:
+        os.close(terminal)
+
+
 def run_dev_stack(state_dir: Path, port: int, database: str, echo: Callable[[str], None] = print) -> None:
-    """Start everything, print how to use it, serve until Ctrl-C, then stop what it started."""
+    """Start everything, print how to use it once the service answers, serve until Ctrl-C, then stop what it
+    started (and only that: a database is dropped only if this run created it)."""
     import uvicorn
 
     from db.database import bind, migrate
@@ -59,20 +111,19 @@ def run_dev_stack(state_dir: Path, port: int, database: str, echo: Callable[[str
         exits.callback(echo, "stopped: OpenBao, the dev database and everything else this command started.")
         if not state_dir.exists():
             exits.callback(shutil.rmtree, state_dir, ignore_errors=True)
+        server_url = exits.enter_context(stack.postgres_server(state_dir, say=echo))
+        # Created here or refused: a database of that name belongs to someone else (another stack's, in use, or
+        # one left by a killed run), and dropping it would wipe their data under them.
+        database_url = asyncio.run(stack.create_database(server_url, database))
+        exits.callback(lambda: asyncio.run(stack.drop_database(server_url, database)))
         echo("starting OpenBao (dev server, file audit device) ...")
         bao = stack.start_bao(state_dir / "openbao", port=8200 if not stack.port_in_use(8200) else None)
         exits.callback(bao.stop)
-        server_url = exits.enter_context(stack.postgres_server(state_dir, say=echo))
-        # The dev Vault keeps its data in memory, so the metadata starts afresh with it and goes with it.
-        asyncio.run(stack.drop_database(server_url, database))
-        database_url = asyncio.run(stack.ensure_database(server_url, database))
-        exits.callback(lambda: asyncio.run(stack.drop_database(server_url, database)))
 
         echo("bootstrapping Vault ...")
         for step in stack.bootstrap_dev_vault(bao):
             echo(f"  {step}")
-        echo("migrating ...")
-        asyncio.run(migrate(database_url))
+        echo(f"migrating ... {asyncio.run(migrate(database_url))}")
 
         async def new_key() -> str:
             await asyncio.to_thread(bind, database_url)
@@ -88,13 +139,46 @@ def run_dev_stack(state_dir: Path, port: int, database: str, echo: Callable[[str
             hardening=HardeningSettings.from_env(),
             dev_mode=True,
         )
-        url = f"http://127.0.0.1:{port}"
-        echo(ready_message(url, key, [p.value for p in Permission], jwt_secret, bao.addr, bao.token, bao.audit_log))
+        banner = ready_message(
+            DevStack(
+                url=f"http://127.0.0.1:{port}",
+                key=key,
+                permissions=[p.value for p in Permission],
+                jwt_secret=jwt_secret,
+                database_url=database_url,
+                vault_addr=bao.addr,
+                root_token=bao.token,
+                audit_log=bao.audit_log,
+            )
+        )
         config = uvicorn.Config(
             create_app(settings), host="127.0.0.1", port=port, log_level="info", **server_options(settings.hardening)
         )
         server = uvicorn.Server(config)
-        server.run()
+        asyncio.run(_serve_then_announce(server, lambda: echo(banner)))
+
+
+async def _serve_then_announce(server: uvicorn.Server, announce: Callable[[], None]) -> None:
+    """Serve, and announce once the port accepts connections (uvicorn sets ``started`` after it binds and the
+    app's start-up has run), so every command the banner prints works the moment it is shown."""
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers a flag, no event
+        await asyncio.sleep(0.05)
+    if server.started:
+        announce()
+    await serving
+
+
+def credctl_command() -> str:
+    """How to call this very ``credctl`` from a shell: its name when PATH finds this one, else its absolute path
+    (``just dev`` runs ``.venv/bin/credctl``, which a pasted ``credctl ...`` would not find)."""
+    here = Path(sys.argv[0])
+    if here.name == "credctl" and here.exists():
+        on_path = shutil.which("credctl")
+        if on_path and Path(on_path).resolve() == here.resolve():
+            return "credctl"
+        return str(here.absolute())
+    return "credctl"
 
 
 def curl_example(url: str, key: str) -> str:
@@ -110,23 +194,42 @@ def curl_example(url: str, key: str) -> str:
 
 def mint_command(jwt_secret: str, workspace: str = DEV_WORKSPACE, role: str = "owner") -> str:
     """The ``credctl dev-token`` command that mints a user token the dev service accepts."""
-    return shlex.join(["credctl", "dev-token", "--workspace", workspace, "--role", role, "--secret", jwt_secret])
+    command = [credctl_command(), "dev-token", "--workspace", workspace, "--role", role, "--secret", jwt_secret]
+    return shlex.join(command)
 
 
-def ready_message(
-    url: str, key: str, permissions: list[str], jwt_secret: str, vault_addr: str, root_token: str, audit_log: Path
-) -> str:
-    """What ``credctl dev`` prints once everything is up: where, with which API key and user-token secret."""
-    session = f'curl -s {url}/api/v1/auth/session -H "Authorization: Bearer $({mint_command(jwt_secret)})"'
+@dataclass(frozen=True)
+class DevStack:
+    """What a running ``credctl dev`` offers, for its banner."""
+
+    url: str
+    key: str
+    permissions: list[str]
+    jwt_secret: str
+    database_url: str
+    vault_addr: str
+    root_token: str
+    audit_log: Path
+
+
+def ready_message(dev: DevStack) -> str:
+    """What ``credctl dev`` prints once the service answers: where, with which API key and user-token secret, and
+    the environment other ``credctl`` commands (``api-key create``, ``migrate``) need to reach this stack."""
+    session = f'curl -s {dev.url}/api/v1/auth/session -H "Authorization: Bearer $({mint_command(dev.jwt_secret)})"'
+    exports = shlex.join(["export", f"DATABASE_URL={dev.database_url}", f"VAULT_ADDR={dev.vault_addr}"])
     return "\n".join(
         [
             "",
-            f"Credentials service: {url}   (OpenAPI: {url}/schema/openapi.json)",
-            f"API key (workspace '{DEV_WORKSPACE}'; {', '.join(permissions)}): {key}",
-            f"JWT HS256 secret (user tokens; this run only): {jwt_secret}   mint one: {mint_command(jwt_secret)}",
-            f"Vault: {vault_addr}   root token: {root_token}   audit log: {audit_log}",
+            f"Credentials service: {dev.url}   (OpenAPI: {dev.url}/schema/openapi.json)",
+            f"API key (workspace '{DEV_WORKSPACE}'; {', '.join(dev.permissions)}): {dev.key}",
+            f"JWT HS256 secret (user tokens; this run only): {dev.jwt_secret}   mint one: "
+            f"{mint_command(dev.jwt_secret)}",
+            f"DATABASE_URL: {dev.database_url}",
+            f"Vault: {dev.vault_addr}   root token: {dev.root_token}   audit log: {dev.audit_log}",
+            "For other credctl commands (api-key create, migrate) in another shell:",
+            f"  {exports}",
             "Try:",
-            f"  {curl_example(url, key)}",
+            f"  {curl_example(dev.url, dev.key)}",
             f"  {session}",
             "Ctrl-C stops everything this command started.\n",
         ]
@@ -135,7 +238,13 @@ def ready_message(
 
 @main.command("dev-token")
 @click.option("--workspace", required=True, help="the workspace the token lists")
-@click.option("--role", default="owner", show_default=True, type=click.Choice(["owner", "admin", "member", "viewer"]))
+@click.option(
+    "--role",
+    default="owner",
+    show_default=True,
+    type=click.Choice(["owner", "admin", "member", "viewer"]),
+    help="the user's role in the workspace",
+)
 @click.option(
     "--secret",
     required=True,

@@ -11,6 +11,7 @@ from typing import TypeVar
 import click
 
 from service.cli.base import config_errors, fail, main
+from service.cli.settings_help import environment_help
 from service.config import Settings
 from service.services import Services
 
@@ -33,9 +34,9 @@ def _with_services(work: Callable[[Services], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@main.command(epilog=environment_help())
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0: every interface)")
+@click.option("--port", default=8000, show_default=True, type=int, help="port to listen on")
 @click.option("--workers", default=None, type=int, help="uvicorn worker processes [default: CREDENTIALS_WORKERS, 1]")
 def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the API against the configured Vault and Postgres."""
@@ -110,7 +111,9 @@ def refresh_due(window: int | None, spread: float) -> None:
 @main.command("rotate-key")
 @click.option("--no-rotate", is_flag=True, help="only finish rewrapping (resume an interrupted run)")
 @click.option("--min-decryption-version", is_flag=True, help="afterwards, refuse ciphertexts of older key versions")
-@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 200))
+@click.option(
+    "--batch-size", default=100, show_default=True, type=click.IntRange(1, 200), help="secrets rewrapped per Vault call"
+)
 def rotate_key(no_rotate: bool, min_decryption_version: bool, batch_size: int) -> None:
     """Rotate the transit key and rewrap every stored secret to the new version, while the API keeps serving.
 

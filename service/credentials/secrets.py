@@ -298,12 +298,22 @@ def masked_fields_sent_back(
     ]
 
 
+# OAuth's optional fields: part of every type's schema (typed when present), but advertised only where they mean
+# something, so an `api_key` is not described as taking a `client_secret`.
+_OAUTH_FIELDS = frozenset({"scope", "client_secret", "token_type", "token_endpoint_auth_method"})
+_TOKEN_TYPES = REFRESHABLE | {AuthType.access_token, AuthType.oauth_token}
+
+
 def describe() -> dict[str, Any]:
     """The schema of each auth type, for ``GET /credentials/auth-types``: required fields first."""
     result = {}
     for auth_type, kind in SECRET_TYPES.items():
         info = msgspec.inspect.type_info(kind)
-        fields = sorted(info.fields, key=lambda f: not f.required)  # type: ignore[attr-defined]
+        fields = [
+            field
+            for field in sorted(info.fields, key=lambda f: not f.required)  # type: ignore[attr-defined]
+            if field.required or auth_type in _TOKEN_TYPES or field.name not in _OAUTH_FIELDS
+        ]
         result[auth_type.value] = {
             "fields": [
                 {

@@ -297,12 +297,15 @@ class CredentialService:
             )
 
     async def restore_version(self, ctx: RequestContext, credential_id: str, version: int) -> Credential:
-        """Make version ``version`` current again, as a new version (the history is never rewritten)."""
+        """Make version ``version`` current again, as a new version (the history is never rewritten); the current
+        version itself is answered as it is, without a new version."""
         cid = parse_id(credential_id)
         async with database.transaction():
             credential = await self._visible(ctx, cid, lock=True)
             credential.check(Action.change)
             plaintext = await self.read_version(ctx, credential, version)
+            if version == credential.kv_version:
+                return credential  # already current: a copy of it would be a version that changes nothing
             changes: dict[str, Any] = {
                 "kv_version": await self.write_version(ctx, credential, plaintext, "restore", restored_from=version),
                 "updated_at": model.now(),

@@ -108,6 +108,8 @@ def bootstrap_with(addr: str, token: str, approle_dir: Path) -> list[bool]:
 def service_login(addr: str, approle_dir: Path) -> tuple[str, ...]:
     """Log in as the compose service would, from its environment (the AppRole volume at `approle_dir`, the server at
     `addr`); the policies of the token it gets."""
+    # The compose secret DATABASE_URL_FILE names (devtools/compose-secrets.sh writes it), beside the AppRole files.
+    (approle_dir / "database_url").write_text("postgresql://credentials:compose-test@postgres:5432/credentials\n")
     environ = dict(service_environ(services()["service"], approle_dir))
     vault = Settings.from_env({**environ, "VAULT_ADDR": addr}).vault
     store = SecretStore.connect(vault.addr, vault.login(), workers=1, timeout=vault.timeout)

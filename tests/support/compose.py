@@ -21,7 +21,7 @@ SERVICES = {"postgres", "openbao", "openbao-init", "bootstrap", "service", "vaul
 # The `ha` profile's services (tests/unit/test_compose_ha.py).
 HA_SERVICES = {"openbao-2", "openbao-3", "openbao-ha-unseal", "replica-1", "replica-2", "proxy"}
 # Obviously fake values for the variables compose.yaml requires.
-VARIABLES = {"POSTGRES_PASSWORD": "compose-test-password"}
+VARIABLES: dict[str, str] = {}
 SERVE = ["credctl", "serve", "--host", "0.0.0.0", "--port", "8000"]
 # Where the bootstrap job writes the service's AppRole files, and the service reads them (one named volume).
 APPROLE_DIR = "/run/approle"
@@ -161,9 +161,9 @@ class RecordingEnviron(Mapping[str, str]):
 
 
 def service_environ(service: Mapping[str, Any], approle_dir: Path) -> RecordingEnviron:
-    """The service's environment, with the AppRole volume's mount point moved to `approle_dir`."""
+    """The service's environment, with the AppRole volume's mount point and /run/secrets moved to `approle_dir`."""
     moved = {
-        name: str(approle_dir / Path(value).relative_to(APPROLE_DIR)) if value.startswith(f"{APPROLE_DIR}/") else value
+        name: str(approle_dir / Path(value).name) if value.startswith((f"{APPROLE_DIR}/", "/run/secrets/")) else value
         for name, value in service["environment"].items()
     }
     return RecordingEnviron(moved)

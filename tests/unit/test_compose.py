@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import urllib.parse
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from service.config import DatabaseSettings, Settings, VaultSettings
@@ -24,7 +26,6 @@ from tests.support.compose import (
     SERVE,
     SERVICES,
     VARIABLES,
-    MissingVariableError,
     RecordingEnviron,
     config_path,
     hcl_block,
@@ -42,6 +43,7 @@ from tests.support.compose import (
     walk,
 )
 
+COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "service" / "Dockerfile"
 
 
@@ -183,15 +185,127 @@ def test_each_service_waits_for_what_it_needs_in_the_right_state() -> None:
 # --- variables --------------------------------------------------------------------------------------------------
 
 
-def test_the_only_variables_are_the_required_postgres_password_and_the_backend_choice() -> None:
+def test_the_only_variables_are_the_backend_choice_and_the_secret_id_ttl_and_no_password_is_one() -> None:
     seen: set[tuple[str, str, str]] = set()
     walk(raw_compose(), lambda value: interpolate(value, VARIABLES, seen))
 
-    assert {(name, op) for name, op, _arg in seen} == {("POSTGRES_PASSWORD", ":?"), ("VAULT_BACKEND", ":-")}
-    assert {arg for name, _op, arg in seen if name == "POSTGRES_PASSWORD"} == {"set POSTGRES_PASSWORD"}
-    assert {arg for name, _op, arg in seen if name == "VAULT_BACKEND"} == {"openbao"}
-    with pytest.raises(MissingVariableError, match=r"^POSTGRES_PASSWORD: set POSTGRES_PASSWORD$"):
-        walk(raw_compose(), lambda value: interpolate(value, {}))
+    assert {(name, op, arg) for name, op, arg in seen} == {
+        ("VAULT_BACKEND", ":-", "openbao"),
+        ("SECRET_ID_TTL", ":-", "720h"),
+    }
+    text = COMPOSE.read_text()
+    assert "POSTGRES_PASSWORD:" not in text
+    assert "DATABASE_URL:" not in text
+
+
+def test_passwords_reach_the_containers_as_compose_secrets_from_files(tmp_path: Path) -> None:
+    stack, raw = services(), raw_compose()
+    assert raw["secrets"] == {
+        "postgres_password": {"file": "./secrets/postgres_password"},
+        "database_url": {"file": "./secrets/database_url"},
+    }
+    assert stack["postgres"]["secrets"] == ["postgres_password"]
+    assert stack["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    for name in ("bootstrap", "service"):
+        assert stack[name]["secrets"] == ["database_url"]
+        assert stack[name]["environment"]["DATABASE_URL_FILE"] == "/run/secrets/database_url"
+    # The script that writes them, run for real: a random password, and the URL holding it, both kept on a rerun.
+    first = subprocess.run(
+        [posix_sh(), str(ROOT / "devtools" / "compose-secrets.sh"), str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert first.stdout.count("wrote ") == 2
+    password = (tmp_path / "s" / "postgres_password").read_text()
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+    url = urllib.parse.urlsplit((tmp_path / "s" / "database_url").read_text())
+    postgres = stack["postgres"]["environment"]
+    assert (url.scheme, url.username, url.password, url.hostname, url.port, url.path) == (
+        "postgresql",
+        postgres["POSTGRES_USER"],
+        password,
+        "postgres",
+        5432,
+        f"/{postgres['POSTGRES_DB']}",
+    )
+    again = subprocess.run(
+        [posix_sh(), str(ROOT / "devtools" / "compose-secrets.sh"), str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert again.stdout == ""
+    assert (tmp_path / "s" / "postgres_password").read_text() == password
+    assert oct((tmp_path / "s").stat().st_mode & 0o777) == "0o700"
+
+
+def test_the_service_image_containers_are_hardened_and_every_container_is_bounded() -> None:
+    stack = services()
+    for name in ("bootstrap", "service"):
+        hardened = {
+            key: stack[name][key]
+            for key in ("read_only", "cap_drop", "security_opt", "tmpfs", "mem_limit", "cpus", "pids_limit")
+        }
+        assert hardened == {
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "tmpfs": ["/tmp"],
+            "mem_limit": "512m",
+            "cpus": 1.0,
+            "pids_limit": 256,
+        }
+    for name in ("postgres", "openbao"):
+        assert stack[name]["security_opt"] == ["no-new-privileges:true"]
+        assert stack[name]["mem_limit"]
+        assert stack[name]["pids_limit"]
+
+
+def test_the_image_installs_exactly_the_locked_hashed_dependencies() -> None:
+    dockerfile = DOCKERFILE.read_text()
+    assert "pip install --require-hashes --no-deps -r /src/requirements.lock" in dockerfile
+    assert "pip install --no-deps /src" in dockerfile
+    lock = (ROOT / "requirements.lock").read_text()
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, re.MULTILINE)
+    names = {name.lower().replace("_", "-") for name, _version in pins}
+    for dependency in pyproject()["project"]["dependencies"]:
+        assert re.split(r"[<>=\[ ]", dependency, maxsplit=1)[0].lower() in names, dependency
+    assert lock.count("--hash=sha256:") >= len(pins)
+    assert "--extra-index-url" not in lock
+    assert "--find-links" not in lock
+
+
+def test_compose_yaml_is_valid_by_docker_compose_config_or_else_the_compose_spec_schema(tmp_path: Path) -> None:
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0:
+        secrets = ROOT / "secrets"
+        made = not secrets.exists()
+        subprocess.run(
+            [posix_sh(), str(ROOT / "devtools" / "compose-secrets.sh"), str(secrets)], check=True, capture_output=True
+        )
+        try:
+            checked = subprocess.run(
+                [docker, "compose", "-f", str(COMPOSE), "config", "--quiet"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            if made:
+                shutil.rmtree(secrets)
+        assert checked.returncode == 0, checked.stderr
+        return
+    # No compose client on this machine: the Compose Specification's own JSON schema (vendored, see its README).
+    schema = json.loads((ROOT / "tests" / "support" / "compose_spec" / "compose-spec.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    assert [error.message for error in validator.iter_errors(load_compose())] == []
+    # ... and the check is worth something: a misspelt key is caught.
+    broken = load_compose()
+    broken["services"]["service"]["read_onyl"] = True
+    assert [error.message for error in validator.iter_errors(broken)] == [
+        "'read_onyl' does not match any of the regexes: '^x-'"
+    ]
 
 
 def test_an_unescaped_dollar_would_fail_the_check() -> None:
@@ -200,20 +314,6 @@ def test_an_unescaped_dollar_would_fail_the_check() -> None:
         with pytest.raises(AssertionError, match="use"):
             interpolate(value, VARIABLES)
     assert interpolate("$$(cat f) ${A:-x}", VARIABLES) == "$(cat f) x"
-
-
-def test_the_database_url_names_the_user_password_and_database_postgres_creates() -> None:
-    stack = services()
-    postgres = stack["postgres"]["environment"]
-    url = urllib.parse.urlsplit(stack["service"]["environment"]["DATABASE_URL"])
-
-    assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432)
-    assert (url.username, url.password, url.path) == (
-        postgres["POSTGRES_USER"],
-        VARIABLES["POSTGRES_PASSWORD"],
-        f"/{postgres['POSTGRES_DB']}",
-    )
-    assert stack["bootstrap"]["environment"]["DATABASE_URL"] == stack["service"]["environment"]["DATABASE_URL"]
 
 
 @pytest.mark.parametrize("backend", ["openbao", "vault"])
@@ -227,7 +327,8 @@ def test_the_bootstrap_job_reads_the_token_its_backends_init_job_writes_and_writ
     assert (variable, token_file, rest) == (
         "VAULT_TOKEN",
         f"/run/operator-token/{backend}",
-        f"credctl vault-bootstrap --approle-out {APPROLE_DIR} && credctl migrate",
+        f"credctl vault-bootstrap --approle-out {APPROLE_DIR} --secret-id-ttl 720h "
+        "--secret-id-cidr 172.28.0.0/24 && credctl migrate",
     )
     assert token_file == init["environment"]["INIT_TOKEN_FILE"]
     assert bootstrap_job["environment"]["VAULT_ADDR"] == init["environment"]["INIT_ADDR"] == f"http://{backend}:8200"
@@ -243,7 +344,7 @@ def test_the_service_logs_in_with_approle_from_the_bootstrap_jobs_files_and_neve
     service = services(VAULT_BACKEND=backend)["service"]
 
     assert service["environment"] == {
-        "DATABASE_URL": "postgresql://credentials:compose-test-password@postgres:5432/credentials",
+        "DATABASE_URL_FILE": "/run/secrets/database_url",
         "VAULT_ADDR": f"http://{backend}:8200",
         "VAULT_ROLE_ID_FILE": f"{APPROLE_DIR}/role_id",
         "VAULT_SECRET_ID_FILE": f"{APPROLE_DIR}/secret_id",
@@ -258,6 +359,7 @@ def test_the_service_environment_is_what_the_settings_read(backend: str, tmp_pat
     # The names write_approle_credentials gives the files in the directory --approle-out names.
     (tmp_path / "role_id").write_text("compose-test-role-id\n")
     (tmp_path / "secret_id").write_text("compose-test-secret-id\n")
+    (tmp_path / "database_url").write_text("postgresql://credentials:compose-test-password@postgres:5432/credentials")
     environ = service_environ(service, tmp_path)
 
     settings = Settings.from_env(environ)
@@ -273,11 +375,18 @@ def test_the_service_environment_is_what_the_settings_read(backend: str, tmp_pat
     assert settings.dev_mode is False
 
 
-def test_the_bootstrap_environment_is_what_vault_bootstrap_and_migrate_read() -> None:
+def test_the_bootstrap_environment_is_what_vault_bootstrap_and_migrate_read(tmp_path: Path) -> None:
     bootstrap_job = services()["bootstrap"]
     variable, _file, _rest = token_reading_command(bootstrap_job["command"])
-    assert set(bootstrap_job["environment"]) == {"DATABASE_URL", "VAULT_ADDR"}
-    environ = RecordingEnviron({**bootstrap_job["environment"], variable: "s.compose-test-token"})
+    assert set(bootstrap_job["environment"]) == {"DATABASE_URL_FILE", "VAULT_ADDR"}
+    (tmp_path / "database_url").write_text("postgresql://credentials:compose-test-password@postgres:5432/credentials\n")
+    environ = RecordingEnviron(
+        {
+            **bootstrap_job["environment"],
+            "DATABASE_URL_FILE": str(tmp_path / "database_url"),
+            variable: "s.compose-test-token",
+        }
+    )
 
     vault = VaultSettings.from_env(environ)
     assert (vault.addr, vault.token) == ("http://openbao:8200", "s.compose-test-token")

@@ -36,35 +36,34 @@ CREDENTIAL_OPERATIONS = {
     (ITEM_PATH, "delete"): "delete_credential_api_v1_credentials__credential_id__delete",
     (REVEAL_PATH, "post"): "reveal_credential_api_v1_credentials__credential_id__reveal_post",
 }
-# Additions beyond Mielto's API (secret lifecycle): documented, and held to the same conventions.
+# Additions beyond Mielto's API (secret lifecycle): documented, held to the same conventions, with clean ids
+# (the handler's name): only the seed's operations keep FastAPI's generated ones.
 ADDED_OPERATIONS = {
     (
         "/api/v1/credentials/{credential_id}/restore",
         "post",
-    ): "restore_credential_api_v1_credentials__credential_id__restore_post",
+    ): "restore_credential",
     (
         "/api/v1/credentials/{credential_id}/versions",
         "get",
-    ): "list_versions_api_v1_credentials__credential_id__versions_get",
-    ("/api/v1/credentials/{credential_id}/versions/{version}/restore", "post"): (
-        "restore_version_api_v1_credentials__credential_id__versions__version__restore_post"
-    ),
+    ): "list_versions",
+    ("/api/v1/credentials/{credential_id}/versions/{version}/restore", "post"): ("restore_version"),
     (
         "/api/v1/credentials/{credential_id}/disable",
         "post",
-    ): "disable_credential_api_v1_credentials__credential_id__disable_post",
+    ): "disable_credential",
     (
         "/api/v1/credentials/{credential_id}/enable",
         "post",
-    ): "enable_credential_api_v1_credentials__credential_id__enable_post",
+    ): "enable_credential",
     (
         "/api/v1/credentials/{credential_id}/revoke",
         "post",
-    ): "revoke_credential_api_v1_credentials__credential_id__revoke_post",
+    ): "revoke_credential",
     (
         "/api/v1/credentials/{credential_id}/refresh",
         "post",
-    ): "refresh_credential_api_v1_credentials__credential_id__refresh_post",
+    ): "refresh_credential",
 }
 AUTH_TYPES_OPERATION = ("/api/v1/credentials/auth-types", "get")
 HEALTH_OPERATIONS = [("/health/live", "get"), ("/health/ready", "get")]
@@ -109,7 +108,8 @@ WEBHOOK_OPERATIONS = {
     ("/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", "post"),
 }
 # Responses the service declares beyond the seed's (200, 404, 422): its own auth and backend errors.
-SERVICE_ERROR_CODES = {"401", "403", "503"}
+SERVICE_ERROR_CODES = {"400", "401", "403", "413", "503"}
+SECURITY = [{"DualAuthScheme": []}, {"ApiKeyHeader": []}]
 
 # Keywords that carry meaning for a client; titles, descriptions and examples are not compared.
 COMPARED = ("type", "$ref", "format", "enum", "maxLength", "minLength", "maximum", "minimum", "default")
@@ -370,8 +370,9 @@ def test_create_takes_an_optional_workspace_header(document: dict[str, Any], see
 
 
 def test_create_is_secured_by_the_dual_auth_scheme(document: dict[str, Any], seed: dict[str, Any]) -> None:
-    assert operation(document, CREATE_PATH, "post")["security"] == seed["paths"][CREATE_PATH]["post"]["security"]
-    assert operation(document, CREATE_PATH, "post")["security"] == [{"DualAuthScheme": []}]
+    # The seed's scheme first; X-API-Key, which the service accepts too, as the alternative.
+    assert operation(document, CREATE_PATH, "post")["security"][:1] == seed["paths"][CREATE_PATH]["post"]["security"]
+    assert operation(document, CREATE_PATH, "post")["security"] == SECURITY
     scheme = document["components"]["securitySchemes"]["DualAuthScheme"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     assert scheme == {**seed["components"]["securitySchemes"]["DualAuthScheme"], **scheme}
@@ -406,7 +407,7 @@ def test_every_access_operation_is_secured_and_declares_its_errors(
     op = operation(document, path, method)
 
     assert op["operationId"] == ACCESS_OPERATIONS[path, method]
-    assert op["security"] == [{"DualAuthScheme": []}]
+    assert op["security"] == SECURITY
     assert header_parameter(op, "X-Workspace-Id").get("required", False) is False
     assert {"200", "400", "401", "403", "422"} <= set(op["responses"])
     assert op["responses"]["400"]["description"] == "A user of several workspaces sent no X-Workspace-Id"
@@ -421,12 +422,13 @@ def test_every_credentials_operation_is_declared_like_create(document: dict[str,
 
     assert op["operationId"] == ALL_ITEM_OPERATIONS[path, method]
     assert op["tags"] == ["Credentials"]
-    assert op["security"] == [{"DualAuthScheme": []}]
+    assert op["security"] == SECURITY
     assert header_parameter(op, "X-Workspace-Id").get("required", False) is False
     assert "200" in op["responses"]
     assert "404" in op["responses"], f"no 404; declared: {sorted(op['responses'])}"
     assert "422" in op["responses"], f"no 422; declared: {sorted(op['responses'])}"
-    assert "400" not in op["responses"], "declares a 400 the service never answers (its 422 replaces it)"
+    # The guard's 400 (a user of several workspaces without X-Workspace-Id), not Litestar's validation 400.
+    assert op["responses"]["400"]["description"] == "A user of several workspaces sent no X-Workspace-Id"
 
 
 @pytest.mark.parametrize(("path", "method"), HEALTH_OPERATIONS)
@@ -527,3 +529,69 @@ def test_no_example_holds_a_realistic_secret(document: dict[str, Any]) -> None:
     text = json.dumps(document)
     assert "sk_live" not in text
     assert "sk_test" not in text
+
+
+# --- what the document adds to the handlers (service/openapi_extras.py) -------------------------------------------
+
+
+def test_both_security_schemes_are_described(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["ApiKeyHeader"]["type"] == "apiKey"
+    assert (schemes["ApiKeyHeader"]["name"], schemes["ApiKeyHeader"]["in"]) == ("X-API-Key", "header")
+    assert schemes["ApiKeyHeader"]["description"]
+    assert "Authorization: Bearer" in schemes["DualAuthScheme"]["description"]
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, op)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method in {"get", "put", "post", "delete"}
+    ]
+
+
+def test_every_response_documents_x_request_id_and_every_503_retry_after(document: dict[str, Any]) -> None:
+    for path, method, op in _operations(document):
+        for status, response in op["responses"].items():
+            assert "X-Request-Id" in response.get("headers", {}), (path, method, status)
+        if "503" in op["responses"]:
+            assert "Retry-After" in op["responses"]["503"]["headers"], (path, method)
+
+
+def test_operations_with_a_body_document_413(document: dict[str, Any]) -> None:
+    with_body = [(path, method) for path, method, op in _operations(document) if "requestBody" in op]
+    assert (CREATE_PATH, "post") in with_body
+    for path, method in with_body:
+        response = operation(document, path, method)["responses"]["413"]
+        assert response["description"] == "The request body is larger than CREDENTIALS_MAX_BODY_BYTES", path
+
+
+def test_credential_responses_document_their_etag(document: dict[str, Any]) -> None:
+    for path, method in [(CREATE_PATH, "post"), (ITEM_PATH, "get"), (ITEM_PATH, "put")]:
+        assert "ETag" in operation(document, path, method)["responses"]["200"]["headers"], (path, method)
+    assert "ETag" not in operation(document, CREATE_PATH, "get")["responses"]["200"]["headers"]
+
+
+def test_readiness_documents_its_failure(document: dict[str, Any]) -> None:
+    failed = operation(document, "/health/ready", "get")["responses"]["503"]
+    assert failed["description"].startswith("Not ready")
+    assert ref_of(failed) == "#/components/schemas/Health"
+
+
+def test_api_key_and_session_bodies_have_examples(document: dict[str, Any]) -> None:
+    create_key = operation(document, "/api/v1/api-keys", "post")["requestBody"]["content"]["application/json"]
+    assert create_key["examples"]["ci"]["value"]["permissions"] == ["read", "write"]
+    session = operation(document, "/api/v1/auth/session", "get")["responses"]["200"]["content"]["application/json"]
+    assert session["examples"]["member"]["value"]["workspace_user"]["role"] == "member"
+
+
+def test_only_the_seeds_operations_keep_fastapi_ids(document: dict[str, Any]) -> None:
+    ids = {(path, method): op["operationId"] for path, method, op in _operations(document)}
+    for key, fastapi_id in {**CREDENTIAL_OPERATIONS, **ACCESS_OPERATIONS}.items():
+        assert ids[key] == fastapi_id
+    others = {
+        key: value for key, value in ids.items() if key not in CREDENTIAL_OPERATIONS and key not in ACCESS_OPERATIONS
+    }
+    assert all(re.fullmatch(r"[a-z_]+", value) and "api_v1" not in value for value in others.values()), others
+    assert len(set(ids.values())) == len(ids)

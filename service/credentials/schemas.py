@@ -156,12 +156,13 @@ class CredentialVersionList(ReadSchema, frozen=True, kw_only=True):
     versions: list[CredentialVersionRead]
 
 
-class CredentialList(Page, frozen=True, kw_only=True):
-    """Schema for listing credentials."""
+class CredentialList(Page, frozen=True, kw_only=True, omit_defaults=True):
+    """Schema for listing credentials. ``next_cursor`` is left out when null, so Mielto's clients see the body they
+    know on the last page (and whenever they page with skip/limit to its end)."""
 
     credentials: list[CredentialRead]
     next_cursor: str | None = None
-    """Addition: pass as ``cursor`` for the page after this one (keyset pagination); null on the last page."""
+    """Addition: pass as ``cursor`` for the page after this one (keyset pagination); absent on the last page."""
 
 
 class CredentialDeleted(ReadSchema, frozen=True, kw_only=True):

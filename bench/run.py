@@ -7,7 +7,7 @@ a separate process, then reports: a table, bench/results/bench-<stamp>.json (+ l
 
 Loading (say what we chose): the N credentials are metadata rows inserted with COPY (kv_version 1, no Vault
 secret: get, list, search and update only touch Postgres). Reveal uses a pool of credentials created for real
-(transit encrypt + KV metadata + KV write + rows), so every Vault round trip of reveal is real; delete uses a pool of
+(transit encrypt + KV write + rows), so every Vault round trip of reveal is real; delete uses a pool of
 rows (deletes are soft: the purge, not the request, destroys the secret).
 """
 

@@ -121,6 +121,9 @@ DATABASE_UNAVAILABLE = (
     asyncpg.exceptions.TooManyConnectionsError,  # the server's max_connections is reached
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # a failover left us on a standby
     asyncpg.exceptions.QueryCanceledError,  # statement timeout or an operator's cancel
+    # A pooled connection that died with the server, first used mid-transaction (seen when the API-key cache
+    # spared the request the lookup that used to meet the dead connection first).
+    asyncpg.exceptions.InternalClientError,
 )
 
 # msgspec's messages, turned into the (msg, type) pairs FastAPI clients know from pydantic.

@@ -26,7 +26,6 @@ from service.credentials.service import CredentialService
 from service.errors import EXCEPTION_HANDLERS
 from service.maintenance.jobs import scheduled
 from service.openapi import COMPONENTS, document_workspace_header, follow_fastapi, operation_id
-from service.runtime import tuned_gc
 from service.schemas import ReadSchema
 from service.services import Services
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext
@@ -112,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app = Litestar(
         route_handlers=[api, live, ready],
-        lifespan=[services, api_key_cache, jobs, tuned_gc],
+        lifespan=[services, api_key_cache, jobs],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.http.max_body_bytes,

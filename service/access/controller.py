@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -90,9 +90,13 @@ class ApiKeyController(Controller):
     @delete(
         "/{key_id:str}", status_code=200, summary="Revoke API Key", responses={**ERRORS, **errors(e404=KEY_NOT_FOUND)}
     )
-    async def delete_api_key(self, key_id: FromPath[str], ctx: Ctx) -> ApiKeyRead:
+    async def delete_api_key(self, key_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> ApiKeyRead:
         """Revoke an API key at once: from the next request on it answers 401. Answers the revoked key."""
         row = await api_keys.revoke(key_id, ctx.workspace_id)
+        # This instance forgets the key before answering; the others hear it through LISTEN/NOTIFY.
+        cache = getattr(request.app.state, "key_cache", None)
+        if row is not None and cache is not None:
+            cache.evict(row["lookup_id"])
         if row is None:
             raise NotFound(KEY_NOT_FOUND)
         return to_key_read(row)

@@ -7,7 +7,7 @@ a separate process, then reports: a table, bench/results/bench-<stamp>.json (+ l
 
 Loading (say what we chose): the N credentials are metadata rows inserted with COPY (kv_version 1, no Vault
 secret: get, list, search and update only touch Postgres). Reveal uses a pool of credentials created for real
-(transit encrypt + KV metadata + KV write + rows), so every Vault round trip of reveal is real; delete uses a pool of
+(transit encrypt + KV write + rows), so every Vault round trip of reveal is real; delete uses a pool of
 rows (deletes are soft: the purge, not the request, destroys the secret).
 """
 
@@ -417,7 +417,14 @@ def main() -> None:
                     cell_ids = work / "delete_ids.txt"
                     cell_ids.write_text("\n".join(delete_ids[delete_offset:]) + "\n")
                 if target == "backend_floor":
-                    cell = backend_floor(env, op, c, args.duration, cell_ids)
+                    try:
+                        cell = backend_floor(env, op, c, args.duration, cell_ids)
+                    except RuntimeError as exc:
+                        # On a shared Postgres the floor's pool may find no free connection: the cell is lost, the
+                        # run (and its service and HTTP-floor cells) is not.
+                        console.print(f"backend floor {op} c={c} failed: {str(exc)[-200:]}")
+                        cell = {"requests": 0, "errors": 1, "non_2xx": 0, "seconds": 0, "rps": 0.0, "p50_ms": 0.0,
+                                "p90_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "failed": True}  # fmt: skip
                 else:
                     server = service if target == "service" else floor
                     cpu_before = server.cpu_seconds()

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from db.database import fetch
 from db.tables import ApiKey
 
 COLUMNS = tuple(column._meta.db_column_name for column in ApiKey._meta.columns)
@@ -23,7 +24,7 @@ REVOKED = "revoked"
 
 async def by_lookup(lookup_id: str) -> dict[str, Any] | None:
     """The key whose public part is ``lookup_id`` (any status)."""
-    rows = await ApiKey.raw(f"SELECT {_SELECT} FROM api_key WHERE lookup_id = {{}}", lookup_id)
+    rows = await fetch(f"SELECT {_SELECT} FROM api_key WHERE lookup_id = {{}}", lookup_id)
     return rows[0] if rows else None
 
 

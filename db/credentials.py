@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from db.database import fetch
 from db.tables import Credential
 
 
@@ -125,7 +126,7 @@ def _where(f: CredentialFilter) -> _Where:
 async def get(f: CredentialFilter, *, lock: bool = False) -> dict[str, Any] | None:
     """One visible row, optionally locked ``FOR UPDATE`` until the surrounding transaction ends."""
     where = _where(f)
-    rows = await Credential.raw(
+    rows = await fetch(
         f"SELECT {_SELECT} FROM credential WHERE {where.sql}{' FOR UPDATE' if lock else ''}", *where.args
     )
     return rows[0] if rows else None
@@ -150,7 +151,7 @@ async def page(
     """
     where = _where(f)
     keyset = _Where().add("(created_at, id) < ({}, {})", *after) if after is not None else None
-    rows = await Credential.raw(
+    rows = await fetch(
         f"SELECT {_SELECT} FROM credential WHERE {where.sql}{f' AND {keyset.sql}' if keyset else ''} "
         "ORDER BY created_at DESC, id DESC OFFSET {} LIMIT {}",
         *where.args,
@@ -158,7 +159,7 @@ async def page(
         skip,
         limit,
     )
-    counted = await Credential.raw(
+    counted = await fetch(
         f"SELECT count(*) AS n FROM (SELECT 1 FROM credential WHERE {where.sql} LIMIT {{}}) AS capped",
         *where.args,
         exact_count_limit + 1,

@@ -32,7 +32,6 @@ from service.proxy.check import CheckService
 from service.proxy.controller import proxy_handler
 from service.proxy.jobs import scheduled_checks
 from service.proxy.service import ProxyService
-from service.runtime import tuned_gc
 from service.schemas import ReadSchema
 from service.services import Services
 from service.telemetry.endpoint import metrics_endpoint
@@ -164,7 +163,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             docs_pages.assets_router(),
             *([metrics_endpoint] if settings.telemetry.metrics else []),
         ],
-        lifespan=[services, api_key_cache, jobs, event_jobs, tuned_gc],
+        lifespan=[services, api_key_cache, jobs, event_jobs],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.http.max_body_bytes,

@@ -140,6 +140,8 @@ DATABASE_UNAVAILABLE = (
     # asyncpg's client-side state errors: a connection that died mid-transaction refuses the next step ("cannot
     # switch to state ..."), and with a multi-host DATABASE_URL (target_session_attrs=read-write) during a failover
     # no host is the primary yet (TargetServerAttributeNotMatched). Both pass once the pool reconnects.
+    # A pooled connection that died with the server, first used mid-transaction (seen when the API-key cache
+    # spared the request the lookup that used to meet the dead connection first).
     asyncpg.exceptions.InternalClientError,
 )
 

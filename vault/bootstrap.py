@@ -6,18 +6,21 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions
 
 from vault.client import AUDITED_HEADERS
 from vault.errors import translated
+
+T = TypeVar("T")
 
 SERVICE_POLICY = "credentials-service"
 AUDITOR_POLICY = "credentials-auditor"
@@ -66,6 +69,18 @@ def seconds(duration: str | int) -> int:
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
+def _while_kv_upgrades(call: Callable[[], T], seconds: float = 30.0) -> T:
+    """``call()``, retried while a just-enabled KV v2 mount is still upgrading (it answers 400 for a moment)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return call()
+        except hvac.exceptions.InvalidRequest as exc:
+            if "Upgrading from non-versioned to versioned" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 KV_MAX_VERSIONS = 10
 """Versions kept per credential by default (the KV mount's config; ``CREDENTIALS_MAX_VERSIONS``)."""
 
@@ -111,10 +126,10 @@ def bootstrap(
         steps.append(Step(f"KV v2 engine at {kv_mount}/", False))
 
     # The service writes no per-key metadata on create (one Vault round trip less): versions kept is the mount's.
-    kv_config = client.adapter.get(f"/v1/{kv_mount}/config")["data"]
+    kv_config = _while_kv_upgrades(lambda: client.adapter.get(f"/v1/{kv_mount}/config")["data"])
     changed = kv_config.get("max_versions") != max_versions
     if changed:
-        client.adapter.post(f"/v1/{kv_mount}/config", json={"max_versions": max_versions})
+        _while_kv_upgrades(lambda: client.adapter.post(f"/v1/{kv_mount}/config", json={"max_versions": max_versions}))
     steps.append(Step(f"{kv_mount}/config max_versions={max_versions}", changed))
 
     # Without disable_upsert, an encrypt call against a missing key silently creates one.

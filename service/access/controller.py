@@ -97,13 +97,12 @@ class ApiKeyController(Controller):
     async def delete_api_key(self, key_id: FromPath[str], ctx: Ctx, request: Request[Any, Any, Any]) -> ApiKeyRead:
         """Revoke an API key at once: from the next request on it answers 401. Answers the revoked key."""
         row = await api_keys.revoke(key_id, ctx.workspace_id, actor=ctx.actor_id)
+        # This instance forgets the key before answering; the others hear it through LISTEN/NOTIFY.
+        cache = getattr(request.app.state, "key_cache", None)
+        if row is not None and cache is not None:
+            cache.evict(row["lookup_id"])
         if row is None:
             raise NotFound(KEY_NOT_FOUND)
-        # Other instances hear of it through LISTEN/NOTIFY; this one forgets it now, so the caller's very next
-        # request is refused even before the notification arrives.
-        cache = getattr(request.app.state, "key_cache", None)
-        if cache is not None:
-            cache.evict(row["lookup_id"])
         return to_key_read(row)
 
 

@@ -176,12 +176,12 @@ class CredentialVersionList(Page, frozen=True, kw_only=True):
 
 
 class CredentialList(Page, frozen=True, kw_only=True, omit_defaults=True):
-    """Schema for listing credentials."""
+    """Schema for listing credentials. ``next_cursor`` is left out when null, so Mielto's clients see the body they
+    know on the last page (and whenever they page with skip/limit to its end)."""
 
     credentials: list[CredentialRead]
     next_cursor: str | None = None
-    """Addition: pass as ``cursor`` for the page after this one (keyset pagination); absent on the last page, so
-    a page with nothing after it is exactly Mielto's shape."""
+    """Addition: pass as ``cursor`` for the page after this one (keyset pagination); absent on the last page."""
 
 
 class CredentialDeleted(ReadSchema, frozen=True, kw_only=True):

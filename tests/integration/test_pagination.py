@@ -18,7 +18,7 @@ async def ids_by_cursor(client: httpx.AsyncClient, caller: Caller, limit: int) -
         body = response.json()
         pages += 1
         seen += [c["id"] for c in body["credentials"]]
-        if body.get("next_cursor") is None:
+        if "next_cursor" not in body:
             return seen, pages
         params = {"limit": limit, "cursor": body["next_cursor"]}
 

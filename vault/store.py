@@ -187,12 +187,13 @@ class SecretStore:
 
         def write() -> int:
             kv = self._client.secrets.kv.v2
-            # custom_metadata is ignored inside a data write: it takes its own metadata write.
-            kv.update_metadata(
-                path=path, custom_metadata=custom_metadata, max_versions=max_versions, mount_point=self.kv_mount
-            )
+            # The create-only data write first: a second create at this path fails here, before it could relabel
+            # the first one's owner. custom_metadata is ignored inside a data write: it takes its own write.
             response = kv.create_or_update_secret(
                 path=path, secret={"ciphertext": ciphertext}, cas=0, mount_point=self.kv_mount
+            )
+            kv.update_metadata(
+                path=path, custom_metadata=custom_metadata, max_versions=max_versions, mount_point=self.kv_mount
             )
             return int(response["data"]["version"])
 
@@ -326,6 +327,22 @@ class SecretStore:
             return await self._run(ctx, health)
         except VaultError:
             return False
+
+    async def fingerprint(self, ctx: CallContext, data: Secret, key_version: int | None = None) -> str:
+        """A keyed hash (transit HMAC, SHA-256) of ``data``, as ``vault:v<N>:<base64>``: comparable, and useless for
+        guessing what ``data`` held without Vault's key (a plain hash of a short password is not)."""
+
+        def hmac() -> str:
+            response = self._client.secrets.transit.generate_hmac(
+                name=self.transit_key,
+                hash_input=base64.b64encode(data.reveal()).decode(),
+                key_version=key_version,
+                algorithm="sha2-256",
+                mount_point=self.transit_mount,
+            )
+            return str(response["data"]["hmac"])
+
+        return await self._run(ctx, hmac)
 
     async def _encrypt(self, ctx: CallContext, credential_id: str, plaintext: Secret) -> str:
         def encrypt() -> str:

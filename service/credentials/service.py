@@ -24,6 +24,7 @@ from db import database, versions
 from db.credentials import State
 from service.context import RequestContext
 from service.credentials import model, secrets
+from service.credentials.idempotency import Idempotency
 from service.credentials.model import Action, Credential, Status, parse_id, visible_to
 from service.credentials.refresh import Refresher
 from service.credentials.schemas import (
@@ -38,6 +39,7 @@ from service.credentials.schemas import (
     CredentialVersionRead,
 )
 from service.errors import CREDENTIAL_NOT_FOUND, Gone, NotFound, PreconditionFailed, RequestInvalid
+from service.faults import FaultPoints, is_crash
 from service.oauth.client import TokenClient
 from service.oauth.egress import EgressRefused
 from vault.errors import SecretNotFound, VersionConflict
@@ -75,8 +77,12 @@ class CredentialService:
         lifecycle: Lifecycle | None = None,
         oauth: TokenClient | None = None,
         refresh_skew: timedelta = timedelta(seconds=60),
+        faults: FaultPoints | None = None,
+        idempotency_ttl: timedelta = timedelta(hours=24),
     ) -> None:
         self.store = store
+        self.faults = faults or FaultPoints()
+        self.idempotency = Idempotency(store, idempotency_ttl)
         self.lifecycle = lifecycle or Lifecycle()
         self.oauth = oauth or TokenClient()
         self.refresher = Refresher(self, self.oauth, refresh_skew)
@@ -112,6 +118,7 @@ class CredentialService:
             kv_version=0,
         )
         await rows.insert(credential.row())
+        self.faults.reached("create.after_row")
         call = ctx.vault()
         try:
             stored = await self.store.create(
@@ -127,8 +134,11 @@ class CredentialService:
                 },
                 max_versions=self.lifecycle.max_versions,
             )
+            self.faults.reached("create.after_vault_write")
             await rows.activate(credential.id, stored.version, ctx.actor_id)
-        except BaseException:
+        except BaseException as exc:
+            if is_crash(exc):
+                raise
             await self._undo_create(call, credential.id)
             raise
         return msgspec.structs.replace(credential, state=State.active, kv_version=stored.version)
@@ -311,6 +321,7 @@ class CredentialService:
         )
         if not hidden:
             raise NotFound(CREDENTIAL_NOT_FOUND)
+        self.faults.reached("delete.after_hide")
         if immediate:
             await self.destroy(ctx.vault(), cid, put_back=State.active)
 
@@ -319,9 +330,11 @@ class CredentialService:
         ``put_back`` rather than lose track of the secret."""
         try:
             await self.store.destroy(call, str(cid))
-        except BaseException:
-            await rows.put_back(cid, put_back)
+        except BaseException as exc:
+            if not is_crash(exc):
+                await rows.put_back(cid, put_back)
             raise
+        self.faults.reached("delete.after_vault_destroy")
         await rows.forget(cid)
 
     async def restore(self, ctx: RequestContext, credential_id: str) -> Credential:
@@ -378,7 +391,9 @@ class CredentialService:
             log.warning("credential %s: KV at v%d, database at v%d; destroying unserved versions", cid, current, known)
             await self.store.destroy_versions(call, cid, list(range(known + 1, current + 1)))
             version = await self.store.update(call, cid, plaintext, expected_version=current)
+        self.faults.reached(f"{reason}.after_vault_write")
         await versions.record(credential.id, version, ctx.actor_id, reason, **extra)
+        self.faults.reached(f"{reason}.after_version_record")
         return version
 
     async def _check_egress(self, fields: secrets.SecretFields) -> None:

@@ -115,4 +115,3 @@ async def test_fifty_concurrent_reveals_of_a_due_token_take_one_connection_for_t
         assert gauge.opened > 1
         assert gauge.peak > 1
     print(f"\n[single flight {single_flight}] refresh transactions: {gauge.opened}, at once: {gauge.peak}")
-

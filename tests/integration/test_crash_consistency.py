@@ -18,7 +18,7 @@ from db.tables import Credential
 from devtools.stack import BaoServer, bootstrap_dev_vault, start_bao
 from service.auth.api_keys import create as create_api_key
 from tests.support.api import API, new_credential
-from tests.support.servers import credctl, env_for, serving, settings_for
+from tests.support.servers import credctl, env_for, running_app, serving, settings_for
 from vault.store import secret_path
 
 pytestmark = [pytest.mark.fault, pytest.mark.e2e]
@@ -116,12 +116,24 @@ def kv_versions(bao: BaoServer, workspace: str, cid: str) -> dict[str, Any]:
     )
 
 
+QUICK = ["create.after_vault_write", "update.after_vault_write", "delete.after_hide"]
+"""One real crash per operation in the default run (each costs a ``credctl serve`` start); every point runs with
+``-m slow``, and in process in ``test_crash_property``."""
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        pytest.param(QUICK, id="one-per-operation"),
+        pytest.param([c.point for c in CASES], id="every-point", marks=pytest.mark.slow),
+    ],
+)
 async def test_reconcile_repairs_a_crash_at_every_step_of_create_update_restore_and_delete(
-    client: httpx.AsyncClient, database_url: str, crash_bao: BaoServer
+    client: httpx.AsyncClient, database_url: str, crash_bao: BaoServer, points: list[str]
 ) -> None:
     settings = settings_for(database_url, crash_bao)
     crashed: list[tuple[Case, str, str | None]] = []
-    for case in CASES:
+    for case in (c for c in CASES if c.point in points):
         workspace = f"wsp_crash_{secrets.token_hex(4)}"
         headers = {"Authorization": f"Bearer {(await create_api_key(workspace, ['read', 'write', 'reveal'])).key}"}
         env = env_for(settings, CREDENTIALS_TEST_FAULT_POINT=case.point, CREDENTIALS_DELETE_RETENTION="0")
@@ -144,17 +156,17 @@ async def test_reconcile_repairs_a_crash_at_every_step_of_create_update_restore_
     assert repaired.returncode == 0, repaired.stderr
     assert "problem" not in repaired.stderr
 
-    with serving(env_for(settings)) as served, httpx.Client(base_url=served.url, timeout=30) as http:
+    async with running_app(settings) as http:
         for case, workspace, cid in crashed:
             rows = await rows_of(workspace)
             headers = {"Authorization": f"Bearer {(await create_api_key(workspace, ['read', 'reveal'])).key}"}
             if case.survives is None:
                 assert rows == [], case.point
                 assert kv_keys(crash_bao, workspace) == [], case.point
-                assert http.get(API, headers=headers).json()["total"] == 0, case.point
+                assert (await http.get(API, headers=headers)).json()["total"] == 0, case.point
                 continue
             assert [(str(r["id"]), r["state"]) for r in rows] == [(cid, "active")], case.point
-            revealed = http.post(f"{API}/{cid}/reveal", headers=headers)
+            revealed = await http.post(f"{API}/{cid}/reveal", headers=headers)
             assert revealed.status_code == 200, case.point
             assert revealed.json()["credentials"] == case.survives, case.point
             # The unserved version is destroyed: nothing in KV the row does not serve.

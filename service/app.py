@@ -25,6 +25,7 @@ from service.credentials.service import CredentialService
 from service.errors import EXCEPTION_HANDLERS
 from service.maintenance.jobs import scheduled
 from service.openapi import COMPONENTS, WORKSPACE_HEADER, follow_fastapi, operation_id
+from service.openapi_links import link_created_credential
 from service.schemas import ReadSchema
 from service.services import Services
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext
@@ -124,4 +125,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     follow_fastapi(app)
+    link_created_credential(app)
     return app

@@ -45,6 +45,7 @@ class PersistentBao:
 
     state: Path
     port: int = field(default_factory=free_port)
+    cluster_port: int = field(default_factory=free_port)
     token: str = ""
     unseal_key: str = ""
     process: subprocess.Popen[bytes] | None = None
@@ -60,10 +61,13 @@ class PersistentBao:
     def start(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
         config = self.state / "bao.hcl"
+        (self.state / "data").mkdir(exist_ok=True)
+        # Raft: OpenBao's integrated storage (it has no file backend), one node.
         config.write_text(
-            f'storage "file" {{ path = "{self.state / "data"}" }}\n'
-            f'listener "tcp" {{ address = "127.0.0.1:{self.port}"\n tls_disable = true }}\n'
-            f'api_addr = "{self.addr}"\ndisable_mlock = true\n'
+            f'storage "raft" {{\n path = "{self.state / "data"}"\n node_id = "node1"\n}}\n'
+            f'listener "tcp" {{\n address = "127.0.0.1:{self.port}"\n cluster_address = "127.0.0.1:{self.cluster_port}"\n'
+            " tls_disable = true\n}\n"
+            f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{self.cluster_port}"\n'
         )
         with (self.state / "bao.log").open("ab") as out:
             self.process = subprocess.Popen(
@@ -71,6 +75,7 @@ class PersistentBao:
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.state / "bao.log").read_text()[-1000:]
             with contextlib.suppress(requests.RequestException):
                 requests.get(f"{self.addr}/v1/sys/health", timeout=1)
                 break
@@ -85,6 +90,14 @@ class PersistentBao:
 
     def unseal(self) -> None:
         hvac.Client(url=self.addr).sys.submit_unseal_key(self.unseal_key)
+        deadline = time.monotonic() + 30
+        # Raft elects its one node leader a moment after the unseal; until then writes answer 5xx.
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.addr}/v1/sys/health", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("bao did not become active after the unseal")
 
     def seal(self) -> None:
         hvac.Client(url=self.addr, token=self.token).sys.seal()

@@ -115,7 +115,9 @@ class TokenManager:
     def _lookup(self) -> TokenInfo:
         data = self.client.auth.token.lookup_self()["data"]
         return TokenInfo(
-            policies=tuple(data.get("policies") or ()), ttl=int(data.get("ttl") or 0), renewable=bool(data["renewable"])
+            policies=tuple(data.get("policies") or ()),
+            ttl=int(data.get("ttl") or 0),
+            renewable=bool(data.get("renewable")),
         )
 
     def _schedule(self, ttl: int, renewable: bool) -> None:

@@ -26,6 +26,7 @@ import hvac
 import pytest
 import requests
 
+from db import piccolo_conf
 from db.database import migrate
 from db.tables import Credential
 from devtools.stack import bao_binary, drop_database, ensure_database, free_port, start_embedded_postgres
@@ -178,6 +179,9 @@ class Load:
             else:
                 request = self.client.delete(f"{API}/{cid}", headers=self.headers)
             phase = self.phase
+            leaked = piccolo_conf.DB.current_transaction.get()
+            if leaked is not None:
+                self.broken.append(f"{phase}: a transaction leaked into the next request: {leaked!r}")
             response = await request
             status = response.status_code
             self.counts[phase][f"{operation} {status}"] += 1

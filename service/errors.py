@@ -121,6 +121,9 @@ DATABASE_UNAVAILABLE = (
     asyncpg.exceptions.TooManyConnectionsError,  # the server's max_connections is reached
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # a failover left us on a standby
     asyncpg.exceptions.QueryCanceledError,  # statement timeout or an operator's cancel
+    # A pooled connection that a server shutdown broke in the middle of a query (seen under load while Postgres
+    # stopped: "cannot switch to state 12; another operation is in progress"): the database going away, as above.
+    asyncpg.exceptions.InternalClientError,
 )
 
 # msgspec's messages, turned into the (msg, type) pairs FastAPI clients know from pydantic.

@@ -84,9 +84,9 @@ async def test_create_is_traced_in_the_audit_log_without_the_secret(
         caller,
         {
             ("update", "transit/encrypt/credentials"),
-            # Ownership metadata is written first (a new key: create), then the first version (update, cas=0).
-            ("create", "credentials/metadata/{kv}"),
-            ("update", "credentials/data/{kv}"),
+            # The create-only data write comes first, then the ownership metadata (see SecretStore.create).
+            ("create", "credentials/data/{kv}"),
+            ("update", "credentials/metadata/{kv}"),
         },
         credential_id,
     )

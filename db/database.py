@@ -24,6 +24,8 @@ from db import metrics, piccolo_conf
 from db.tables import ApiKey, Credential, CredentialGrant, CredentialUsage, CredentialVersion
 
 TABLES = (Credential, ApiKey, CredentialVersion, CredentialGrant, CredentialUsage, Migration)
+POOL_CLOSE_TIMEOUT = 10.0
+"""Seconds the pool waits at shutdown for connections still in use before it terminates them."""
 
 
 def bind(database_url: str, connect_timeout: float = 60.0) -> PostgresEngine:
@@ -71,7 +73,13 @@ async def connection_pool(
     try:
         yield engine
     finally:
-        await engine.close_connection_pool()
+        try:
+            await asyncio.wait_for(engine.close_connection_pool(), POOL_CLOSE_TIMEOUT)
+        except TimeoutError:
+            # A connection a Postgres outage broke inside a transaction may never be released (Piccolo skips the
+            # release when the rollback fails): close the rest rather than wait for it forever.
+            if engine.pool is not None:
+                engine.pool.terminate()
         _use(previous)
 
 
@@ -113,9 +121,52 @@ async def fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
     return [dict(record) for record in records]
 
 
-def transaction() -> Any:
-    """A transaction on the bound database; the repositories' queries inside it join it."""
-    return piccolo_conf.DB.transaction()
+@asynccontextmanager
+async def transaction() -> AsyncIterator[Any]:
+    """A transaction on the bound database; the repositories' queries inside it join it.
+
+    Piccolo's own context manager neither releases the connection nor leaves the transaction's context when the
+    rollback (or the commit) raises, as it does when Postgres goes away mid-transaction: the connection was lost to
+    the pool (and its shutdown then waited forever) and later queries of the same task kept using it. Here such a
+    connection is terminated and handed back, and the context left, whatever happens.
+    """
+    engine = piccolo_conf.DB
+    tx = engine.transaction()
+    try:
+        entered = await tx.__aenter__()
+    except BaseException:
+        await _abandon(engine, tx)
+        raise
+    try:
+        yield entered
+    except BaseException as exc:
+        try:
+            await tx.__aexit__(type(exc), exc, exc.__traceback__)
+        except BaseException:
+            await _abandon(engine, tx)
+        raise
+    try:
+        await tx.__aexit__(None, None, None)
+    except BaseException:
+        await _abandon(engine, tx)
+        raise
+
+
+async def _abandon(engine: PostgresEngine, tx: Any) -> None:
+    """Drop a top-level transaction whose connection is in an unknown state: terminate it, return it to the pool,
+    and leave the transaction's context."""
+    if getattr(tx, "_parent", None) is not None:
+        return
+    connection = getattr(tx, "connection", None)
+    if connection is not None:
+        connection.terminate()
+        if engine.pool is not None:
+            with contextlib.suppress(Exception):
+                await engine.pool.release(connection)
+    context = getattr(tx, "context", None)
+    if context is not None:
+        with contextlib.suppress(ValueError):
+            engine.current_transaction.reset(context)
 
 
 async def ping() -> None:

@@ -28,6 +28,7 @@ from service.grants.controller import GrantController
 from service.grants.service import GrantService
 from service.maintenance.jobs import scheduled
 from service.openapi import COMPONENTS, document_workspace_header, follow_fastapi, operation_id
+from service.openapi_links import link_created_credential
 from service.proxy.check import CheckService
 from service.proxy.controller import proxy_handler
 from service.proxy.jobs import scheduled_checks
@@ -183,5 +184,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     follow_fastapi(app)
     document_workspace_header(app)
+    link_created_credential(app)
     instrument(app, settings.telemetry)
     return app

@@ -420,6 +420,28 @@ class ExpirySettings(Section, frozen=True, kw_only=True):
         return sorted(set(found), reverse=True)
 
 
+class IdempotencySettings(Section, frozen=True, kw_only=True):
+    """``Idempotency-Key`` on create, refresh, restore and version restore."""
+
+    ttl_seconds: Annotated[int, Env("CREDENTIALS_IDEMPOTENCY_TTL"), msgspec.Meta(ge=60, le=30 * _DAY)] = _DAY
+    """Seconds a response is kept for its key: a repeat within it answers that response; the purge removes older
+    ones."""
+
+
+class TestingSettings(Section, frozen=True, kw_only=True):
+    """Hooks for the crash-consistency tests; refused outside dev mode."""
+
+    fault_point: Annotated[str | None, Env("CREDENTIALS_TEST_FAULT_POINT")] = None
+    """A step of a write (``service.faults.POINTS``, e.g. ``create.after_vault_write``) at which the process kills
+    itself with SIGKILL. Tests only: requires ``CREDENTIALS_DEV_MODE=true``."""
+
+    def __post_init__(self) -> None:
+        from service.faults import POINTS
+
+        if self.fault_point is not None and self.fault_point not in POINTS:
+            raise ConfigError(f"CREDENTIALS_TEST_FAULT_POINT={self.fault_point!r} is not one of {', '.join(POINTS)}")
+
+
 class Settings(Section, frozen=True, kw_only=True):
     """Everything the service is configured with (the README lists every variable)."""
 
@@ -434,6 +456,8 @@ class Settings(Section, frozen=True, kw_only=True):
     proxy: ProxySettings = ProxySettings()
     webhooks: WebhookSettings = WebhookSettings()
     expiry: ExpirySettings = ExpirySettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    testing: TestingSettings = TestingSettings()
     dev_mode: Annotated[bool, Env("CREDENTIALS_DEV_MODE")] = False
     """Allows placeholder and root tokens; never in production."""
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Env("CREDENTIALS_LOG_LEVEL")] = "INFO"
@@ -444,6 +468,8 @@ class Settings(Section, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.dev_mode:
             return
+        if self.testing.fault_point is not None:
+            raise ConfigError("CREDENTIALS_TEST_FAULT_POINT is for tests only; it needs CREDENTIALS_DEV_MODE=true")
         if self.vault.token in _PLACEHOLDER_TOKENS:
             raise ConfigError("VAULT_TOKEN is a placeholder; set a real token or CREDENTIALS_DEV_MODE=true")
         secret = self.jwt.hs256_secret

@@ -142,6 +142,8 @@ DATABASE_UNAVAILABLE = (
     # no host is the primary yet (TargetServerAttributeNotMatched). Both pass once the pool reconnects.
     # A pooled connection that died with the server, first used mid-transaction (seen when the API-key cache
     # spared the request the lookup that used to meet the dead connection first).
+    # A pooled connection that a server shutdown broke in the middle of a query (seen under load while Postgres
+    # stopped: "cannot switch to state 12; another operation is in progress"): the database going away, as above.
     asyncpg.exceptions.InternalClientError,
 )
 

@@ -21,6 +21,7 @@ from db.database import connection_pool
 from service.auth.tokens import TokenVerifier
 from service.config import DatabaseSettings, Settings
 from service.credentials.service import CredentialService, Lifecycle
+from service.faults import FaultPoints
 from service.grants.service import GrantService
 from service.oauth.client import ClientPolicy, TokenClient
 from service.oauth.egress import EgressRules
@@ -97,6 +98,8 @@ def credential_service(settings: Settings, store: SecretStore) -> CredentialServ
         ),
         TokenClient(policy),
         refresh_skew=timedelta(seconds=oauth.refresh_skew_seconds),
+        faults=FaultPoints(kill_at=settings.testing.fault_point),
+        idempotency_ttl=timedelta(seconds=settings.idempotency.ttl_seconds),
     )
 
 

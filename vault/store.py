@@ -421,6 +421,22 @@ class SecretStore:
         except VaultError:
             return False
 
+    async def fingerprint(self, ctx: CallContext, data: Secret, key_version: int | None = None) -> str:
+        """A keyed hash (transit HMAC, SHA-256) of ``data``, as ``vault:v<N>:<base64>``: comparable, and useless for
+        guessing what ``data`` held without Vault's key (a plain hash of a short password is not)."""
+
+        def hmac() -> str:
+            response = self._client.secrets.transit.generate_hmac(
+                name=self.transit_key,
+                hash_input=base64.b64encode(data.reveal()).decode(),
+                key_version=key_version,
+                algorithm="sha2-256",
+                mount_point=self.transit_mount,
+            )
+            return str(response["data"]["hmac"])
+
+        return await self._run(ctx, hmac)
+
     async def encrypt_unbatched(self, ctx: CallContext, credential_id: str, plaintext: Secret) -> str:
         """One transit encrypt through hvac in the thread pool (the path without the batcher)."""
 

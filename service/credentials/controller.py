@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Response, delete, get, post, put
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
@@ -19,6 +19,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from service.auth.principal import Permission
 from service.context import RequestContext
 from service.credentials import secrets
+from service.credentials.idempotency import HEADER, KEY_PATTERN
 from service.credentials.model import Credential
 from service.credentials.schemas import (
     AuthType,
@@ -49,6 +50,24 @@ IfMatch = Annotated[
         max_length=128,
     ),
 ]
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name=HEADER,
+        description=(
+            "Addition: makes a retry safe. The same key with the same request within 24 h answers the first "
+            "response again (with `Idempotent-Replayed: true`) without a second effect; with another request, 422; "
+            "while the first is still running, the duplicate waits for it (409 after 10 s). Per workspace and "
+            "caller; printable ASCII, at most 255 characters (a UUID fits). Errors are not kept: a retry after one "
+            "runs again."
+        ),
+        required=False,
+        min_length=1,
+        max_length=255,
+        pattern=KEY_PATTERN,
+    ),
+]
+AnyRequest = Request[Any, Any, Any]
 ERRORS = errors(401, 403, 404, 422, 503)
 USE = {**ERRORS, **errors(409, 410, 502)}
 REFRESH = {**ERRORS, **errors(409, 502)}
@@ -103,12 +122,18 @@ class CredentialController(Controller):
     tags = ["Credentials"]  # noqa: RUF012 (Litestar reads these as class attributes)
     security = SECURITY
 
-    @action("/", opt=WRITE, summary="Create Credential", responses=ERRORS)
+    @action("/", opt=WRITE, summary="Create Credential", responses={**ERRORS, **errors(409)})
     async def create_credential(
-        self, data: JSONBody[CredentialCreate], ctx: Ctx, service: Service
+        self,
+        data: JSONBody[CredentialCreate],
+        ctx: Ctx,
+        service: Service,
+        request: AnyRequest,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[CredentialRead]:
-        """Create a new credential."""
-        return with_etag(await service.create(ctx, data))
+        """Create a new credential. Addition: `Idempotency-Key` makes a retry safe."""
+        bound = ("POST", request.url.path, await request.body())
+        return await service.idempotency.run(ctx, idempotency_key, bound, lambda: service.create(ctx, data))
 
     @get("/", opt=READ, summary="List Credentials", responses=ERRORS)
     async def list_credentials(
@@ -209,10 +234,16 @@ class CredentialController(Controller):
         responses=ERRORS,
     )
     async def restore_credential(
-        self, credential_id: FromPath[str], ctx: Ctx, service: Service
+        self,
+        credential_id: FromPath[str],
+        ctx: Ctx,
+        service: Service,
+        request: AnyRequest,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[CredentialRead]:
-        """Addition: undo a delete within the retention window."""
-        return with_etag(await service.restore(ctx, credential_id))
+        """Addition: undo a delete within the retention window. `Idempotency-Key` makes a retry safe."""
+        bound = ("POST", request.url.path, b"")
+        return await service.idempotency.run(ctx, idempotency_key, bound, lambda: service.restore(ctx, credential_id))
 
     @action(
         "/{credential_id:str}/reveal", opt=REVEAL, cache_control=NO_STORE, summary="Reveal Credential", responses=USE
@@ -239,7 +270,12 @@ class CredentialController(Controller):
         responses={**ERRORS, **errors(409, 502)},
     )
     async def refresh_credential(
-        self, credential_id: FromPath[str], ctx: Ctx, service: Service
+        self,
+        credential_id: FromPath[str],
+        ctx: Ctx,
+        service: Service,
+        request: AnyRequest,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[CredentialRead]:
         """Addition: refresh the credential's OAuth tokens now with its refresh token (RFC 6749 section 6),
         authenticating as `token_endpoint_auth_method` says. The new access token, the new refresh token when one is
@@ -247,8 +283,9 @@ class CredentialController(Controller):
         never the tokens. At most one refresh per credential runs at a time across all instances; concurrent callers
         share its result. A refusal by the provider (`invalid_grant`, 400, 401) sets status `error` and answers 409
         until the credential is updated; timeouts, connection errors and 5xx are retried, then answer 502 with the
-        status unchanged."""
-        return with_etag(await service.refresh(ctx, credential_id))
+        status unchanged. `Idempotency-Key` makes a retry safe: a repeat answers the first refresh's result."""
+        bound = ("POST", request.url.path, b"")
+        return await service.idempotency.run(ctx, idempotency_key, bound, lambda: service.refresh(ctx, credential_id))
 
     @get("/{credential_id:str}/versions", opt=READ, summary="List Credential Versions", responses=ERRORS)
     async def list_versions(
@@ -271,10 +308,19 @@ class CredentialController(Controller):
         responses=REPLAY,
     )
     async def restore_version(
-        self, credential_id: FromPath[str], version: FromPath[int], ctx: Ctx, service: Service
+        self,
+        credential_id: FromPath[str],
+        version: FromPath[int],
+        ctx: Ctx,
+        service: Service,
+        request: AnyRequest,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[CredentialRead]:
-        """Addition: make an older version current again, as a new version."""
-        return with_etag(await service.restore_version(ctx, credential_id, version))
+        """Addition: make an older version current again, as a new version. `Idempotency-Key` makes a retry safe."""
+        bound = ("POST", request.url.path, b"")
+        return await service.idempotency.run(
+            ctx, idempotency_key, bound, lambda: service.restore_version(ctx, credential_id, version)
+        )
 
     disable_credential = _status_change(
         "disable", "Disable Credential", "Addition: status `inactive`; reveal is refused until it is enabled again."

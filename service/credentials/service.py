@@ -24,6 +24,7 @@ from db import database, versions
 from db.credentials import State
 from service.context import RequestContext
 from service.credentials import cursor, model, secrets
+from service.credentials.idempotency import Idempotency
 from service.credentials.model import Action, Credential, Status, parse_id, visible_to
 from service.credentials.refresh import Refresher
 from service.credentials.schemas import (
@@ -40,6 +41,7 @@ from service.credentials.schemas import (
 from service.errors import CREDENTIAL_NOT_FOUND, Conflict, Gone, NotFound, PreconditionFailed, RequestInvalid
 from service.events import outbox as events
 from service.events.types import EventType, RevocationOutcome
+from service.faults import FaultPoints, is_crash
 from service.oauth.client import TokenClient
 from service.oauth.egress import EgressRefused
 from service.oauth.revocation import Outcome, RevocationRequest, Revoker
@@ -82,8 +84,12 @@ class CredentialService:
         lifecycle: Lifecycle | None = None,
         oauth: TokenClient | None = None,
         refresh_skew: timedelta = timedelta(seconds=60),
+        faults: FaultPoints | None = None,
+        idempotency_ttl: timedelta = timedelta(hours=24),
     ) -> None:
         self.store = store
+        self.faults = faults or FaultPoints()
+        self.idempotency = Idempotency(store, idempotency_ttl)
         self.lifecycle = lifecycle or Lifecycle()
         self.oauth = oauth or TokenClient()
         self.refresher = Refresher(self, self.oauth, refresh_skew)
@@ -122,16 +128,20 @@ class CredentialService:
             proxy=proxy,
         )
         await rows.insert(credential.row())
+        self.faults.reached("create.after_row")
         call = ctx.vault()
         try:
             stored = await self.store.create(call, str(credential.id), secret.plaintext)
+            self.faults.reached("create.after_vault_write")
             created = msgspec.structs.replace(credential, state=State.active, kv_version=stored.version)
             async with database.transaction():
                 await rows.activate(credential.id, stored.version, ctx.actor_id)
                 await events.credential_event(
                     EventType.credential_created, events.of_request(ctx), created, version=stored.version
                 )
-        except BaseException:
+        except BaseException as exc:
+            if is_crash(exc):
+                raise
             await self._undo_create(call, credential.id)
             raise
         return created
@@ -373,6 +383,7 @@ class CredentialService:
             await events.credential_event(
                 EventType.credential_deleted, events.of_request(ctx), Credential.from_row(seen)
             )
+        self.faults.reached("delete.after_hide")
         if immediate:
             await self.destroy(ctx.vault(), cid, put_back=State.active)
 
@@ -384,9 +395,11 @@ class CredentialService:
         outcome = None if credential is None else await self.revoke_at_provider(call, credential)
         try:
             await self.store.destroy(call, str(cid))
-        except BaseException:
-            await rows.put_back(cid, put_back)
+        except BaseException as exc:
+            if not is_crash(exc):
+                await rows.put_back(cid, put_back)
             raise
+        self.faults.reached("delete.after_vault_destroy")
         async with database.transaction():
             await rows.forget(cid)
             if credential is not None:
@@ -465,7 +478,9 @@ class CredentialService:
             log.warning("credential %s: KV at v%d, database at v%d; destroying unserved versions", cid, current, known)
             await self.store.destroy_versions(call, cid, list(range(known + 1, current + 1)))
             version = await self.store.update(call, cid, plaintext, expected_version=current)
+        self.faults.reached(f"{reason}.after_vault_write")
         await versions.record(credential.id, version, ctx.actor_id, reason, **extra)
+        self.faults.reached(f"{reason}.after_version_record")
         return version
 
     async def _proxy(self, config: ProxyConfig, auth_type: AuthType, previous: str | None) -> str:

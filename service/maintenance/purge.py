@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 
 from db import credentials as rows
+from db import idempotency as idempotency_keys
 from db.credentials import State
 from service.credentials import model
 from service.credentials.service import CredentialService
@@ -19,7 +20,9 @@ ACTOR = "purge"
 async def purge(service: CredentialService, now: datetime | None = None) -> int:
     """Destroy every secret deleted longer ago than the retention window (as of ``now``); returns how many were
     purged."""
-    due = await rows.claim_purge((now or model.now()) - service.lifecycle.delete_retention)
+    when = now or model.now()
+    await idempotency_keys.purge(when - service.idempotency.ttl)
+    due = await rows.claim_purge(when - service.lifecycle.delete_retention)
     run = f"purge-{uuid.uuid4().hex}"
     purged = 0
     for row in due:

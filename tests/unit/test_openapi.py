@@ -349,7 +349,36 @@ def test_create_declares_only_the_seeds_responses_and_the_services_own_errors(
     ours = set(operation(document, CREATE_PATH, "post")["responses"])
     theirs = set(seed["paths"][CREATE_PATH]["post"]["responses"])
 
-    assert ours - SERVICE_ERROR_CODES == theirs == {"200", "404", "422"}
+    # 409: a request with the same Idempotency-Key is still running (the service's addition).
+    assert ours - SERVICE_ERROR_CODES - {"409"} == theirs == {"200", "404", "422"}
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        (CREATE_PATH, "post"),
+        ("/api/v1/credentials/{credential_id}/refresh", "post"),
+        ("/api/v1/credentials/{credential_id}/restore", "post"),
+        ("/api/v1/credentials/{credential_id}/versions/{version}/restore", "post"),
+    ],
+)
+def test_retryable_operations_take_an_idempotency_key(document: dict[str, Any], path: str, method: str) -> None:
+    parameter = header_parameter(operation(document, path, method), "Idempotency-Key")
+    assert parameter["required"] is False
+    assert (parameter["schema"]["minLength"], parameter["schema"]["maxLength"]) == (1, 255)
+
+
+def test_create_links_to_the_operations_on_the_new_credential(document: dict[str, Any]) -> None:
+    links = operation(document, CREATE_PATH, "post")["responses"]["200"]["links"]
+    operation_ids = {
+        op["operationId"] for item in document["paths"].values() for op in item.values() if isinstance(op, dict)
+    }
+    assert sorted(links) == [
+        "DeleteCredential", "GetCredential", "ListCredentialVersions", "RevealCredential", "UpdateCredential"
+    ]  # fmt: skip
+    for link in links.values():
+        assert link["operationId"] in operation_ids
+        assert link["parameters"] == {"credential_id": "$response.body#/id"}
 
 
 def test_the_validation_error_schemas_match_the_seed(document: dict[str, Any], seed: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@
 path "${transit_mount}/encrypt/${transit_key}" { capabilities = ["update"] }
 path "${transit_mount}/decrypt/${transit_key}" { capabilities = ["update"] }
 path "${transit_mount}/rewrap/${transit_key}" { capabilities = ["update"] }
+# Fingerprints of Idempotency-Key requests (a keyed hash; no key material leaves Vault).
+path "${transit_mount}/hmac/${transit_key}" { capabilities = ["update"] }
 
 # One entry per credential. `+` matches one path segment, so nothing deeper or beside it is reachable.
 path "${kv_mount}/data/workspaces/+/credentials/+" { capabilities = ["create", "read", "update"] }

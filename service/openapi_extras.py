@@ -174,6 +174,9 @@ def _readiness_failure(responses: dict[str, Any]) -> None:
 
 
 def _clean_id(current: str, path: str, method: str) -> str:
-    """The handler's name: FastAPI's id without the path and method it appends."""
+    """The handler's name: FastAPI's id without the path and method it appends. The proxy's one handler serves
+    every method, so its operations are ``proxy_<method>``."""
+    if path.startswith("/api/v1/proxy/"):
+        return f"proxy_{method}"
     suffix = re.sub(r"\W", "_", path) + f"_{method}"  # as service.openapi.operation_id appends them
     return current.removesuffix(suffix) if current.endswith(suffix) else current

@@ -14,7 +14,7 @@ FOLLOWED_BY = {
     "GetCredential": "get_credential_api_v1_credentials__credential_id__get",
     "UpdateCredential": "update_credential_api_v1_credentials__credential_id__put",
     "RevealCredential": "reveal_credential_api_v1_credentials__credential_id__reveal_post",
-    "ListCredentialVersions": "list_versions_api_v1_credentials__credential_id__versions_get",
+    "ListCredentialVersions": "list_versions",
     "DeleteCredential": "delete_credential_api_v1_credentials__credential_id__delete",
 }
 

@@ -49,6 +49,7 @@ def test_the_extra_nodes_join_by_retry_join_and_declare_the_first_nodes_audit_de
 def test_each_replica_fails_over_across_every_node_with_approle(tmp_path: Path) -> None:
     (tmp_path / "role_id").write_text("compose-test-role-id\n")
     (tmp_path / "secret_id").write_text("compose-test-secret-id\n")
+    (tmp_path / "database_url").write_text("postgresql://credentials:compose-test-password@postgres:5432/credentials")
     stack = services()
 
     for name in ("replica-1", "replica-2"):
@@ -58,6 +59,9 @@ def test_each_replica_fails_over_across_every_node_with_approle(tmp_path: Path) 
         assert settings.vault.uses_approle
         assert settings.dev_mode is False
         assert set(stack[name]["depends_on"]) == {"bootstrap", "openbao-ha-unseal", "postgres"}
+        # Hardened and fed from secret files like the single service (issue 12's compose points).
+        assert stack[name]["secrets"] == ["database_url"]
+        assert stack[name]["read_only"] is True and stack[name]["cap_drop"] == ["ALL"]
 
 
 def test_the_proxy_spreads_over_both_replicas_and_retries_only_what_was_never_sent() -> None:

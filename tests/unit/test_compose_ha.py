@@ -61,7 +61,8 @@ def test_each_replica_fails_over_across_every_node_with_approle(tmp_path: Path) 
         assert set(stack[name]["depends_on"]) == {"bootstrap", "openbao-ha-unseal", "postgres"}
         # Hardened and fed from secret files like the single service (issue 12's compose points).
         assert stack[name]["secrets"] == ["database_url"]
-        assert stack[name]["read_only"] is True and stack[name]["cap_drop"] == ["ALL"]
+        assert stack[name]["read_only"] is True
+        assert stack[name]["cap_drop"] == ["ALL"]
 
 
 def test_the_proxy_spreads_over_both_replicas_and_retries_only_what_was_never_sent() -> None:

@@ -104,7 +104,7 @@ def test_the_banner_appears_once_the_service_answers_and_its_commands_run_as_pas
     with credctl_dev(tmp_path, database) as dev:
         # Printed only once the port accepts connections: the first request after the banner succeeds, no retry.
         assert httpx.get(f"{dev.url}/health/live", timeout=5).status_code == 200, dev.printed
-        key = dev.line(r"^API key \(workspace 'dev'; read, write, reveal, admin\): (ck_\S+)$")[1]
+        key = dev.line(r"^API key \(workspace 'dev'; read, write, reveal, admin, use\): (ck_\S+)$")[1]
         database_url = dev.line(r"^DATABASE_URL: (\S+)$")[1]
         assert database_url.endswith(f"/{database}")
 

@@ -41,7 +41,8 @@ def test_the_readme_has_the_calls_this_test_runs() -> None:
     assert set(ROWS) == {
         "create", "list", "get", "update", "reveal", "delete",
         "auth-type schemas (fields, which are secret or required)",
-        "masked view (all but the last 4 characters hidden)",
+        "masked view (secrets under 16 characters fully hidden, longer ones but the last 4)",
+        "retry safely (create, refresh, restore, version restore; the same key and body answer the first response again)",
         "conditional update",
         "versions, newest first",
         "reveal an older version",
@@ -90,13 +91,20 @@ def test_every_api_call_in_the_readme_runs_as_written(served: str, settings: Set
     assert shell.json("reveal")["credentials"] == {"api_key": "sk_test_456"}
     assert shell.json("delete") == {"id": created, "deleted": True}
     assert shell.json("undo a delete inside the retention window")["id"] == created
+    # Deleted again, then restored with an Idempotency-Key twice: the second answer is the first one, replayed (a
+    # second plain restore would be refused: nothing is deleted any more).
+    shell.json("delete")
+    retry = "retry safely (create, refresh, restore, version restore; the same key and body answer the first response again)"
+    first, again = shell.json(retry), shell.json(retry)
+    assert first["id"] == created
+    assert again == first
 
     schemas = shell.json("auth-type schemas (fields, which are secret or required)")
     assert [f["name"] for f in schemas["api_key"]["fields"]] == ["api_key", "expires_at"]
-    masked = shell.json("masked view (all but the last 4 characters hidden)")
+    masked = shell.json("masked view (secrets under 16 characters fully hidden, longer ones but the last 4)")
     assert masked["id"] == created
     assert "sk_test_456" not in json.dumps(masked)
-    assert "_456" in json.dumps(masked)
+    assert masked["masked_credentials"]["api_key"] == "*" * len("sk_test_456")  # 11 characters: all hidden
 
     # The ETag line as the README gives it, then the conditional update with it; then with a stale one: 412.
     shell.fresh()

@@ -88,7 +88,9 @@ def test_every_operation_answers_within_its_schema(target: Target) -> None:
 
 
 def test_create_then_follow_the_links(target: Target) -> None:
-    schema = load(target)
+    # The credential operations only: the links start at their create, and the webhooks', keys' and grants'
+    # operations would otherwise take most of the few steps this run can afford.
+    schema = load(target).include(path_regex=r"^/api/v1/credentials")
     base = schema.as_state_machine()
     followed: collections.Counter[str] = collections.Counter()
 

@@ -745,3 +745,17 @@ async def test_an_unsupported_method_is_405_in_the_detail_shape(client: httpx.As
 
     assert response.status_code == 405
     assert response.json() == {"detail": "Method Not Allowed"}
+
+
+async def test_an_unknown_non_ascii_field_inside_the_body_is_a_422_not_a_500(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    # Found by schemathesis: Litestar took this msgspec refusal for a server error.
+    created = await create(client, caller)
+    body = '{"proxy": {"\\u00fa": true, "base_url": "https://api.example.com"}}'
+    headers = {**caller.headers, "Content-Type": "application/json"}
+
+    answer = await client.put(f"{API}/{created['id']}", content=body, headers=headers)
+
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["type"] == "extra_forbidden"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -50,14 +50,14 @@ def steps(draw: st.DrawFn) -> tuple[str, int, str | None]:
 
 
 @pytest.fixture(scope="module")
-def own_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecretStore]:
+async def own_store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SecretStore]:
     """A Vault of this module's own: reconcile sweeps all of it, so it must hold only what these examples wrote."""
     server: BaoServer = start_bao(tmp_path_factory.mktemp("property-bao"), audit=False)
     try:
         bootstrap_dev_vault(server)
         store = SecretStore.connect(server.addr, server.token, workers=4, timeout=10)
         yield store
-        store.close()
+        await store.aclose()
     finally:
         server.stop()
 

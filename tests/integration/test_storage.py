@@ -150,8 +150,11 @@ async def test_delete_hides_at_once_and_the_purge_destroys_every_version(
     assert kv.read_secret_metadata(path=path, mount_point="credentials")["data"]["current_version"] == 2
 
     service = CredentialService(SecretStore.connect(bao.addr, bao.token, workers=1, timeout=5), Lifecycle())
-    assert await purge(service, now=datetime.now(UTC) + timedelta(days=6)) == 0
-    assert await purge(service, now=datetime.now(UTC) + timedelta(days=7, seconds=1)) == 1
+    try:
+        assert await purge(service, now=datetime.now(UTC) + timedelta(days=6)) == 0
+        assert await purge(service, now=datetime.now(UTC) + timedelta(days=7, seconds=1)) == 1
+    finally:
+        await service.store.aclose()
 
     with pytest.raises(hvac.exceptions.InvalidPath):
         kv.read_secret_metadata(path=path, mount_point="credentials")

@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -14,6 +14,10 @@ from service.cli.base import config_errors, fail, main
 from service.cli.settings_help import environment_help
 from service.config import Settings
 from service.services import Services
+
+if TYPE_CHECKING:
+    from service.maintenance.refresh_due import RefreshReport
+    from service.proxy.check import CheckReport
 
 T = TypeVar("T")
 
@@ -93,19 +97,13 @@ def purge() -> None:
 def refresh_due(window: int | None, spread: float) -> None:
     """Refresh the OAuth tokens that expire within the window, once (for cron when the service's own background
     refresh is off). Exits 1 when a refresh failed."""
-    from service.maintenance.refresh_due import RefreshReport
     from service.maintenance.refresh_due import refresh_due as run
 
     async def work(services: Services) -> RefreshReport:
         seconds = services.settings.oauth.proactive_window_seconds if window is None else window
         return await run(services.credentials, timedelta(seconds=seconds), spread)
 
-    report = _with_services(work)
-    click.echo(report.summary())
-    for line in report.failed:
-        click.echo(f"failed {line}", err=True)
-    if report.failed:
-        sys.exit(1)
+    _print_report(_with_services(work))
 
 
 @main.command("rotate-key")
@@ -181,13 +179,17 @@ def reconcile(apply: bool, older_than: int) -> None:
 def check(due: bool, older_than: int | None) -> None:
     """Run the provider checks that are due (credentials with proxy.check settings), once; for cron when the
     service's own check job is off. Exits 1 when a check could not run."""
-    from service.proxy.check import CheckReport, check_due
+    from service.proxy.check import check_due
 
     async def work(services: Services) -> CheckReport:
         seconds = older_than if older_than is not None else (services.settings.proxy.check_interval_seconds or 86_400)
         return await check_due(services.checks, timedelta(seconds=seconds))
 
-    report = _with_services(work)
+    _print_report(_with_services(work))
+
+
+def _print_report(report: RefreshReport | CheckReport) -> None:
+    """A job's summary on stdout, each failure on stderr; exit status 1 when any failed."""
     click.echo(report.summary())
     for line in report.failed:
         click.echo(f"failed {line}", err=True)

@@ -27,6 +27,7 @@ from service.auth.principal import Permission, Role
 from service.context import RequestContext
 from service.errors import Forbidden, NotFound, RequestInvalid
 from service.openapi import SECURITY, errors, needs
+from service.paging import check_skip
 
 KEY_NOT_FOUND = "API key not found"
 NO_STORE = CacheControlHeader(no_store=True)
@@ -88,6 +89,7 @@ class ApiKeyController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Maximum number of keys to return")] = 100,
     ) -> ApiKeyList:
         """The workspace's API keys that are not revoked, newest first (never their secrets)."""
+        check_skip(skip)
         found, total = await rows.page(ctx.workspace_id, skip=skip, limit=limit)
         return ApiKeyList(api_keys=[to_key_read(row) for row in found], total=total, page=skip // limit + 1, size=limit)
 

@@ -35,8 +35,8 @@ from service.credentials.schemas import (
     StatusChange,
 )
 from service.credentials.service import CredentialService, ListQuery
-from service.errors import RequestInvalid
 from service.openapi import SECURITY, errors, needs
+from service.paging import check_skip
 from service.schemas import NO_NUL
 
 Ctx = NamedDependency[RequestContext]
@@ -73,18 +73,6 @@ USE = {**ERRORS, **errors(409, 410, 502)}
 REFRESH = {**ERRORS, **errors(409, 502)}
 REPLAY = {**ERRORS, **errors(409, 410)}
 NO_STORE = CacheControlHeader(no_store=True)
-MAX_SKIP = 2**63 - 1
-
-
-def check_skip(skip: int) -> None:
-    """Postgres' OFFSET is a bigint: a larger skip is a 422, not a 500. Checked here rather than as a ``le`` on the
-    parameter, which would change the published schema of Mielto's list operation."""
-    if skip > MAX_SKIP:
-        raise RequestInvalid.at(
-            ["query", "skip"], f"Input should be less than or equal to {MAX_SKIP}", "less_than_equal"
-        )
-
-
 READ, WRITE, REVEAL = needs(Permission.read), needs(Permission.write), needs(Permission.reveal)
 
 

@@ -15,6 +15,7 @@ from service.credentials.service import CredentialService
 from service.grants.schemas import CheckResult, GrantCreate, GrantCreated, GrantList, GrantRead, UsageList
 from service.grants.service import GrantService
 from service.openapi import SECURITY, errors, needs
+from service.paging import MAX_SKIP
 from service.proxy import usage
 from service.proxy.check import CheckService
 
@@ -24,7 +25,7 @@ Grants = NamedDependency[GrantService]
 Checks = NamedDependency[CheckService]
 ERRORS = errors(401, 403, 404, 422, 503)
 USE, READ = needs(Permission.use), needs(Permission.read)
-Skip = Annotated[int, QueryParameter(ge=0, description="Number of entries to skip")]
+Skip = Annotated[int, QueryParameter(ge=0, le=MAX_SKIP, description="Number of entries to skip")]
 Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Maximum number of entries to return")]
 
 

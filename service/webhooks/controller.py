@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service.auth.principal import Permission
 from service.context import RequestContext
 from service.openapi import SECURITY, errors, needs
+from service.paging import check_skip
 from service.webhooks.schemas import (
     DeliveryList,
     Queued,
@@ -84,6 +85,7 @@ class WebhookController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Deliveries to return")] = 100,
     ) -> DeliveryList:
         """The subscription's deliveries, newest first: status, attempts, the last answer."""
+        check_skip(skip)
         return await webhooks.deliveries(ctx, webhook_id, skip, limit)
 
     @post(

@@ -293,7 +293,7 @@ async def test_failed_deliveries_are_listed_retried_and_given_up_and_a_failing_e
         assert len(attempts) == delivery["attempts"]
         # Still failing CREDENTIALS_WEBHOOKS_DISABLE_AFTER=5 s after its first failure: disabled, with an event.
         await create(app, who)
-        await wait_for(_arrived(receiver, {"webhook.disabled"}), seconds=15)
+        await wait_for(_arrived(receiver, {"webhook.disabled"}), seconds=45)
         disabled = json.loads(receiver.of_type("webhook.disabled")[0].body)["data"]
         assert disabled["webhook_id"] == hook["id"]
         assert (await app.get(f"{HOOKS}/{hook['id']}", headers=who.headers)).json()["status"] == "disabled"

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import logging
 import secrets
-import socket
 import subprocess
 import threading
 import time
@@ -20,7 +19,6 @@ from urllib.parse import parse_qs, unquote
 import httpx
 import msgspec
 import pytest
-import uvicorn
 
 from db.tables import Credential
 from devtools.stack import BaoServer
@@ -31,7 +29,7 @@ from service.credentials.service import CredentialService
 from service.oauth.client import ClientPolicy, TokenClient
 from service.oauth.egress import EgressRules
 from tests.support.api import API, Caller, create, new_credential
-from tests.support.servers import CREDCTL, env_for, running_app, serving, settings_for
+from tests.support.servers import CREDCTL, asgi_on_loopback, env_for, running_app, serving, settings_for
 from vault.store import SecretStore
 
 CLIENT_ID, CLIENT_SECRET = "client-1", "client-secret-0123456789"
@@ -128,23 +126,9 @@ class TokenEndpoint:
 @pytest.fixture(scope="module")
 def token_server() -> Iterator[TokenEndpoint]:
     endpoint = TokenEndpoint()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    endpoint.url = f"http://127.0.0.1:{sock.getsockname()[1]}/oauth/token"
-    config = uvicorn.Config(endpoint, lifespan="off", log_level="warning", access_log=False, ws="none", http="h11")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the token endpoint did not start"
-        time.sleep(0.02)
-    try:
+    with asgi_on_loopback(endpoint, "token endpoint") as (url, _):
+        endpoint.url = f"{url}/oauth/token"
         yield endpoint
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture

@@ -7,14 +7,18 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import uvicorn
 
 from devtools.stack import BaoServer, free_port
 from service.app import create_app
@@ -156,3 +160,26 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], seconds: float = 10
     async with asyncio.timeout(seconds):
         while not await predicate():
             await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def asgi_on_loopback(app: Any, what: str, **config: Any) -> Iterator[tuple[str, uvicorn.Server]]:
+    """``app`` served by uvicorn in a thread on a free loopback port: its base URL and the server, until the block
+    ends (the tests' own token endpoints and upstreams)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    options = {"lifespan": "off", "log_level": "warning", "access_log": False, "ws": "none", "http": "h11", **config}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, f"the {what} did not start"
+        time.sleep(0.02)
+    try:
+        yield url, server
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

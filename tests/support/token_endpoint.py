@@ -4,15 +4,13 @@ records the headers of each request (a real HTTP server, uvicorn in a thread of 
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import uvicorn
+
+from tests.support.servers import asgi_on_loopback
 
 
 @dataclass
@@ -41,20 +39,6 @@ class ScriptedEndpoint:
 @contextlib.contextmanager
 def scripted_endpoint() -> Iterator[ScriptedEndpoint]:
     endpoint = ScriptedEndpoint()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    endpoint.url = f"http://127.0.0.1:{sock.getsockname()[1]}/oauth/token"
-    config = uvicorn.Config(endpoint, lifespan="off", log_level="warning", access_log=False, ws="none", http="h11")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the token endpoint did not start"
-        time.sleep(0.02)
-    try:
+    with asgi_on_loopback(endpoint, "token endpoint") as (url, _):
+        endpoint.url = f"{url}/oauth/token"
         yield endpoint
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()

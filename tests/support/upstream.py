@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import uvicorn
+
+from tests.support.servers import asgi_on_loopback
 
 
 @dataclass
@@ -101,22 +101,6 @@ async def _answer(
 @contextlib.contextmanager
 def running_upstream() -> Iterator[Upstream]:
     upstream = Upstream()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    upstream.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    config = uvicorn.Config(
-        upstream, lifespan="off", log_level="warning", access_log=False, ws="none", http="h11", timeout_keep_alive=30
-    )
-    server = upstream.server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the upstream did not start"
-        time.sleep(0.02)
-    try:
+    with asgi_on_loopback(upstream, "upstream", timeout_keep_alive=30) as (url, server):
+        upstream.url, upstream.server = url, server
         yield upstream
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()

@@ -47,7 +47,7 @@ def new_row(cid: uuid.UUID, label: str, at: datetime, *, description: str | None
         "credential_type": None, "credential_scope": "workspace", "provider": "custom", "user_id": None,
         "created_by": ACTOR, "status": "active", "status_reason": None, "status_changed_at": None,
         "status_changed_by": None, "expires_at": None, "last_used_at": None, "created_at": at, "updated_at": at,
-        "deleted_at": None, "state": State.pending, "kv_version": 0,
+        "deleted_at": None, "state": State.pending, "kv_version": 0, "proxy": None,
     }  # fmt: skip
 
 

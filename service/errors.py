@@ -21,6 +21,7 @@ messages can carry URLs, SQL or hostnames, so they go to the log and never to th
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 from typing import Any
@@ -61,8 +62,31 @@ class BadRequest(ServiceError, status=400): ...
 class NotFound(ServiceError, status=404): ...
 
 
+class AuthFailure(enum.StrEnum):
+    """Why a request was not authenticated: decided where the 401 is raised, then read by the failure throttle
+    (its log line) and the metrics (the ``reason`` label of ``credentials_auth_failures_total``)."""
+
+    missing = "missing"
+    """No credentials at all."""
+    malformed_header = "malformed_header"
+    """An Authorization header that is not ``Bearer <credentials>``."""
+    invalid_api_key = "invalid_api_key"
+    """Unknown, wrong, revoked, inactive or expired API key (one reason: the API does not tell them apart)."""
+    invalid_token = "invalid_token"  # noqa: S105 (a reason, not a password)
+    """A user token that fails verification or has unusable claims."""
+    expired_token = "expired_token"  # noqa: S105
+    user_tokens_off = "user_tokens_off"
+    """A user token sent to a service configured without user-token keys."""
+    invalid_grant = "invalid_grant"
+    """A grant token that is unknown, expired, revoked, used up, or presented outside its credential's proxy."""
+
+
 class Unauthorized(ServiceError, status=401):
     headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012 (read-only class constant)
+
+    def __init__(self, detail: str, reason: AuthFailure) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class Forbidden(ServiceError, status=403): ...
@@ -261,7 +285,7 @@ def client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respons
 
 def service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
     if isinstance(exc, Unauthorized | Forbidden):
-        count_auth_failure(exc.status_code, exc.detail)
+        count_auth_failure(exc.reason if isinstance(exc, Unauthorized) else "forbidden")
     if isinstance(exc, RequestInvalid):
         return _json({"detail": exc.errors}, exc.status_code)
     headers = exc.headers

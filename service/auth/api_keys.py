@@ -22,7 +22,7 @@ from service.auth.identifiers import WORKSPACE_ID_RULE, is_workspace_id
 from service.auth.key_cache import KeyCache
 from service.auth.principal import Permission, Principal
 from service.context import request_id as current_request_id
-from service.errors import Unauthorized
+from service.errors import AuthFailure, Unauthorized
 from service.events import outbox as events
 from service.events.types import ApiKeyData, EventType
 
@@ -159,9 +159,9 @@ async def principal_of(key: str, cache: KeyCache | None = None) -> Principal:
     presented = _hash(match.group(2)) if match else _DUMMY_HASH
     valid = hmac.compare_digest(presented, row["secret_hash"] if row else _DUMMY_HASH) and row is not None
     if not valid or row is None or row["status"] != ACTIVE:
-        raise Unauthorized(INVALID_API_KEY)
+        raise Unauthorized(INVALID_API_KEY, AuthFailure.invalid_api_key)
     if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
-        raise Unauthorized(INVALID_API_KEY)
+        raise Unauthorized(INVALID_API_KEY, AuthFailure.invalid_api_key)
     return Principal(
         workspace_id=row["workspace_id"],
         actor_id=str(row["id"]),

@@ -23,10 +23,10 @@ from service.auth import api_keys
 from service.auth.identifiers import WORKSPACE_ID_RULE, is_workspace_id
 from service.auth.key_cache import KeyCache
 from service.auth.principal import ROLE_PERMISSIONS, Permission, Principal
-from service.auth.throttle import FailureReason, Throttle, key_prefix
-from service.auth.tokens import EXPIRED_TOKEN, INVALID_TOKEN, SUPABASE_PREFIX, TokenVerifier
+from service.auth.throttle import Throttle, key_prefix
+from service.auth.tokens import SUPABASE_PREFIX, TokenVerifier
 from service.context import RequestContext
-from service.errors import BadRequest, Forbidden, RequestInvalid, Unauthorized
+from service.errors import AuthFailure, BadRequest, Forbidden, RequestInvalid, Unauthorized
 from service.grants import service as grants
 
 NOT_AUTHENTICATED = "Not authenticated"
@@ -41,7 +41,9 @@ def _presented(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[Literal[
         scheme, _, credentials = authorization.partition(" ")
         credentials = credentials.strip()
         if scheme.lower() != "bearer" or not credentials:
-            raise Unauthorized("Invalid authorization header; expected 'Bearer <API key or user token>'")
+            raise Unauthorized(
+                "Invalid authorization header; expected 'Bearer <API key or user token>'", AuthFailure.malformed_header
+            )
         if credentials.startswith(SUPABASE_PREFIX) or _JWT_FORMAT.match(credentials):
             return "token", credentials
         return "api_key", credentials
@@ -75,7 +77,7 @@ def _user_principal(token: str, requested: str | None, verifier: TokenVerifier |
     if supabase:
         token = token.removeprefix(SUPABASE_PREFIX)
     if verifier is None:
-        raise Unauthorized(TOKENS_NOT_ACCEPTED)
+        raise Unauthorized(TOKENS_NOT_ACCEPTED, AuthFailure.user_tokens_off)
     user = verifier.verify(token)
     _check_length(requested)
     if requested is None:
@@ -106,7 +108,7 @@ async def authenticate(
     is no API key, and answers 401 as one)."""
     presented = _presented(connection)
     if presented is None:
-        raise Unauthorized(NOT_AUTHENTICATED)
+        raise Unauthorized(NOT_AUTHENTICATED, AuthFailure.missing)
     kind, credential = presented
     requested = connection.headers.get("x-workspace-id")
     if grant_for is not None and kind == "api_key" and credential.startswith(grants.PREFIX):
@@ -118,15 +120,6 @@ async def authenticate(
     if kind == "token":
         return _user_principal(credential, requested, verifier)
     return await _api_key_principal(credential, requested, getattr(connection.app.state, "key_cache", None))
-
-
-_REASONS = {
-    api_keys.INVALID_API_KEY: FailureReason.invalid_api_key,
-    INVALID_TOKEN: FailureReason.invalid_token,
-    EXPIRED_TOKEN: FailureReason.expired_token,
-    NOT_AUTHENTICATED: FailureReason.missing,
-    TOKENS_NOT_ACCEPTED: FailureReason.tokens_not_accepted,
-}
 
 
 async def throttled_authenticate(
@@ -147,7 +140,7 @@ async def throttled_authenticate(
     try:
         return await authenticate(connection, verifier, grant_for)
     except Unauthorized as exc:
-        throttle.failed(_REASONS.get(exc.detail, FailureReason.malformed), address, prefix)
+        throttle.failed(exc.reason, address, prefix)
         raise
 
 

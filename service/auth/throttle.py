@@ -1,26 +1,24 @@
 """Failed authentication: throttled per client address and per API key prefix, logged, and counted.
 
-Every 401 from the auth guard is a failure with a ``FailureReason``. Each failure spends one unit of two moving
-windows (the ``limits`` library): the client address's (``CREDENTIALS_AUTH_FAILURES_PER_ADDRESS``) and, for an API
-key whose format is right, its prefix's (``ck_<lookup>``, ``CREDENTIALS_AUTH_FAILURES_PER_KEY``). While either is
-spent, every request from that address, or presenting that prefix, answers 429 with ``Retry-After`` before any
-credential is checked, the right one included: a key prefix is known only to its holder and the workspace's
-admins, and the window is short.
+Every 401 from the auth guard is a failure with its ``AuthFailure`` reason (``service.errors``). Each failure
+spends one unit of two moving windows (the ``limits`` library): the client address's
+(``CREDENTIALS_AUTH_FAILURES_PER_ADDRESS``) and, for an API key whose format is right, its prefix's (``ck_<lookup>``,
+``CREDENTIALS_AUTH_FAILURES_PER_KEY``). While either is spent, every request from that address, or presenting that
+prefix, answers 429 with ``Retry-After`` before any credential is checked, the right one included: a key prefix is
+known only to its holder and the workspace's admins, and the window is short.
 
-Each failure is logged (reason, address, prefix; never what was presented beyond the public prefix), counted in
-``failures`` and passed to the hooks registered with ``on_failure`` (the metrics module's counter
-``credentials_failed_authentications_total{reason=...}`` subscribes there).
+Each failure is logged (reason, address, prefix; never what was presented beyond the public prefix) and counted in
+``failures``; the metric ``credentials_auth_failures_total{reason=...}`` is counted by the error handler, for
+every 401 and 403, throttled or not.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from limits import RateLimitItem, parse
@@ -28,27 +26,11 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from service.config import HardeningSettings
-from service.errors import ServiceError
+from service.errors import AuthFailure, ServiceError
 
 log = logging.getLogger("service.auth.throttle")
 
 _KEY_PREFIX = re.compile(r"^(ck_[a-z0-9]{16})_")
-
-
-class FailureReason(enum.StrEnum):
-    """Why an authentication failed (the ``reason`` label of the failed-authentication metric)."""
-
-    missing = "missing"
-    """No credentials at all."""
-    malformed = "malformed"
-    """An Authorization header that is not ``Bearer <credentials>``."""
-    invalid_api_key = "invalid_api_key"
-    """Unknown, wrong, revoked, inactive or expired API key (one reason: the API does not tell them apart)."""
-    invalid_token = "invalid_token"  # noqa: S105 (a reason, not a password)
-    """A user token that fails verification or has unusable claims."""
-    expired_token = "expired_token"  # noqa: S105
-    tokens_not_accepted = "tokens_not_accepted"
-    """A user token sent to a service configured without user-token keys."""
 
 
 class TooManyFailures(ServiceError, status=429):
@@ -57,15 +39,6 @@ class TooManyFailures(ServiceError, status=429):
     def __init__(self, retry_after: int) -> None:
         super().__init__("Too many failed authentication attempts; retry later")
         self.headers = {"Retry-After": str(retry_after)}
-
-
-FailureHook = Callable[[FailureReason], None]
-_HOOKS: list[FailureHook] = []
-
-
-def on_failure(hook: FailureHook) -> None:
-    """Call ``hook`` with the reason of every failed authentication, in every app of this process."""
-    _HOOKS.append(hook)
 
 
 def key_prefix(presented: str | None) -> str | None:
@@ -81,7 +54,7 @@ class Throttle:
     per_address: RateLimitItem
     per_key: RateLimitItem
     trust_forwarded_for: bool = False
-    failures: Counter[FailureReason] = field(default_factory=Counter)
+    failures: Counter[AuthFailure] = field(default_factory=Counter)
     _limiter: MovingWindowRateLimiter = field(default_factory=lambda: MovingWindowRateLimiter(MemoryStorage()))
 
     @classmethod
@@ -108,12 +81,10 @@ class Throttle:
         if waits:
             raise TooManyFailures(max(1, math.ceil(max(waits) - time.time())))
 
-    def failed(self, reason: FailureReason, address: str, prefix: str | None) -> None:
+    def failed(self, reason: AuthFailure, address: str, prefix: str | None) -> None:
         self._limiter.hit(self.per_address, "address", address)
         if prefix is not None:
             self._limiter.hit(self.per_key, "key", prefix)
         self.failures[reason] += 1
         # safe: the reason, the caller's address and the key's public prefix; never the presented secret or token
         log.warning("authentication failed: reason=%s address=%s key=%s", reason.value, address, prefix or "-")
-        for hook in _HOOKS:
-            hook(reason)

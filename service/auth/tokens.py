@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from service.auth.identifiers import is_user_id, is_workspace_id
 from service.auth.principal import Role
 from service.config import ConfigError, JwtSettings
-from service.errors import Unauthorized
+from service.errors import AuthFailure, Unauthorized
 
 log = logging.getLogger("service.auth.tokens")
 
@@ -126,13 +126,13 @@ class TokenVerifier:
         try:
             claims = self._decode(token)
         except jwt.ExpiredSignatureError:
-            raise Unauthorized(EXPIRED_TOKEN) from None
+            raise Unauthorized(EXPIRED_TOKEN, AuthFailure.expired_token) from None
         except jwt.PyJWTError as exc:
             # PyJWTError, not only InvalidTokenError: a key PyJWT refuses (e.g. too short) must also be a 401.
             # The class name says why (InvalidAudienceError, InvalidSignatureError, ...); the message could quote
             # claims, so it stays out of the log too.
             log.info("user token refused: %s", type(exc).__name__)  # safe: ids and exception class names only
-            raise Unauthorized(INVALID_TOKEN) from None
+            raise Unauthorized(INVALID_TOKEN, AuthFailure.invalid_token) from None
         return self._user(claims)
 
     def _decode(self, token: str) -> dict[str, Any]:
@@ -175,14 +175,14 @@ class TokenVerifier:
         subject = claims["sub"]
         if not is_user_id(subject):
             log.info("user token refused: unusable sub")  # safe: ids and exception class names only
-            raise Unauthorized(INVALID_TOKEN)
+            raise Unauthorized(INVALID_TOKEN, AuthFailure.invalid_token)
         found: Any = claims
         for part in self._claim_path:
             found = found.get(part) if isinstance(found, dict) else None
         workspaces = parse_workspaces(found)
         if workspaces is None:
             log.info("user token refused: malformed workspaces claim")  # safe: fixed text
-            raise Unauthorized(INVALID_TOKEN)
+            raise Unauthorized(INVALID_TOKEN, AuthFailure.invalid_token)
         email = claims.get("email")
         metadata = claims.get("user_metadata")
         name = claims.get("name")

@@ -23,7 +23,7 @@ from service.context import RequestContext
 from service.credentials import model
 from service.credentials.model import Action
 from service.credentials.service import CredentialService
-from service.errors import NotFound, RequestInvalid, Unauthorized
+from service.errors import AuthFailure, NotFound, RequestInvalid, Unauthorized
 from service.grants.schemas import GrantCreate, GrantCreated, GrantList, GrantRead
 from service.grants.scope import GrantScope
 from service.proxy import config, paths
@@ -72,9 +72,9 @@ async def principal_of(token: str, credential_id: str) -> Principal:
     presented = _hash(match.group(2)) if match else _DUMMY_HASH
     valid = hmac.compare_digest(presented, row["secret_hash"] if row else _DUMMY_HASH) and row is not None
     if not valid or row is None or str(row["credential_id"]) != credential_id.lower():
-        raise Unauthorized(INVALID_GRANT)
+        raise Unauthorized(INVALID_GRANT, AuthFailure.invalid_grant)
     if status_of(row) != "active":
-        raise Unauthorized(INVALID_GRANT)
+        raise Unauthorized(INVALID_GRANT, AuthFailure.invalid_grant)
     return Principal(
         workspace_id=row["workspace_id"],
         actor_id=f"grant:{row['id']}",

@@ -29,7 +29,7 @@ from service.credentials import model
 from service.credentials.model import Action, Credential
 from service.credentials.schemas import AuthType
 from service.credentials.service import CredentialService
-from service.errors import BadGateway, Forbidden, GatewayTimeout, ServiceError, Unauthorized
+from service.errors import AuthFailure, BadGateway, Forbidden, GatewayTimeout, ServiceError, Unauthorized
 from service.proxy import config, paths
 from service.proxy.schemas import IDEMPOTENT, ProxyView
 from service.proxy.upstream import HOP_BY_HOP, Upstreams, bounded, host_of
@@ -124,7 +124,7 @@ class ProxyService:
             if grant.path_prefixes is not None:
                 paths.require_within(path, grant.path_prefixes, "grant's")
             if not await grant_rows.consume(uuid.UUID(grant.id), model.now()):
-                raise Unauthorized(GRANT_SPENT)
+                raise Unauthorized(GRANT_SPENT, AuthFailure.invalid_grant)
         return credential, view
 
     async def forward(self, ctx: RequestContext, credential_id: str, call: Call) -> Proxied:

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from devtools.stack import BaoServer
-from service.auth import throttle
-from service.auth.throttle import FailureReason
+from service.errors import AuthFailure
 from tests.support.api import API, MakeCaller
+from tests.support.metrics import sample
 from tests.support.servers import running_app, settings_for
 from tests.support.tokens import AUDIENCE, HS256_SECRET, ISSUER, mint
 
@@ -100,24 +100,27 @@ async def test_failures_from_one_address_get_429_for_the_window_then_pass_again(
     assert again.status_code == 401
 
 
-async def test_each_failure_is_counted_by_reason_and_passed_to_the_hooks(app: httpx.AsyncClient) -> None:
-    seen: list[FailureReason] = []
-    throttle.on_failure(seen.append)
-    try:
-        await app.get(API, headers=from_address("192.0.2.201"))
-        await app.get(API, headers=from_address("192.0.2.202", Authorization="Bearer ck_nope"))
-        expired = mint("usr_1", {"w": "owner"}, lifetime=-120)
-        await app.get(API, headers=from_address("192.0.2.203", Authorization=f"Bearer {expired}"))
-        await app.get(API, headers=from_address("192.0.2.204", Authorization="Token x"))
-    finally:
-        throttle._HOOKS.remove(seen.append)
-
-    assert seen == [
-        FailureReason.missing,
-        FailureReason.invalid_api_key,
-        FailureReason.expired_token,
-        FailureReason.malformed,
+async def test_each_failure_is_logged_and_counted_under_its_one_reason(
+    app: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    expired = mint("usr_1", {"w": "owner"}, lifetime=-120)
+    attempts = [
+        ("192.0.2.201", {}, AuthFailure.missing),
+        ("192.0.2.202", {"Authorization": "Bearer ck_nope"}, AuthFailure.invalid_api_key),
+        ("192.0.2.203", {"Authorization": f"Bearer {expired}"}, AuthFailure.expired_token),
+        ("192.0.2.204", {"Authorization": "Token x"}, AuthFailure.malformed_header),
     ]
+    before = (await app.get("/metrics")).text
+    with caplog.at_level(logging.WARNING, logger="service.auth.throttle"):
+        for address, headers, _ in attempts:
+            assert (await app.get(API, headers=from_address(address, **headers))).status_code == 401
+    after = (await app.get("/metrics")).text
+
+    logged = [r.getMessage() for r in caplog.records if r.name == "service.auth.throttle"]
+    assert [line.split("reason=")[1].split(" ")[0] for line in logged] == [reason for _, _, reason in attempts]
+    for _, _, reason in attempts:
+        name = "credentials_auth_failures_total"
+        assert sample(after, name, reason=reason) - sample(before, name, reason=reason) == 1, reason
 
 
 # --- point 11: keys made by users expire by default ------------------------------------------------------------------

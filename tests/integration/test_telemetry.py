@@ -16,18 +16,8 @@ from devtools.stack import BaoServer
 from service.config import Settings
 from service.telemetry import tracing
 from tests.support.api import API, Caller, new_credential
+from tests.support.metrics import sample
 from tests.support.servers import credctl, env_for, running_app, serving, settings_for
-
-
-def sample(scrape: str, name: str, **labels: str) -> float:
-    """The value of one sample of ``scrape`` (0 when absent)."""
-    for line in scrape.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name) : line.rindex("}") + 1]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def create_and_reveal(client: httpx.AsyncClient, caller: Caller, secret: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import MutableScopeHeaders
+from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -76,6 +77,10 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             request_id.reset(token)
 
     return middleware
+
+
+Ctx = NamedDependency[RequestContext]
+"""How a handler (or a service provider) asks for the request context: ``ctx: Ctx``."""
 
 
 def provide_context(request: Request[Any, Any, Any]) -> RequestContext:

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import CacheControlHeader
-from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from db import api_keys as rows
@@ -24,7 +23,7 @@ from service.access.schemas import (
 )
 from service.auth import api_keys
 from service.auth.principal import Permission, Role
-from service.context import RequestContext
+from service.context import Ctx
 from service.errors import Forbidden, NotFound, RequestInvalid
 from service.openapi import SECURITY, errors, needs
 from service.paging import check_skip
@@ -32,7 +31,6 @@ from service.paging import check_skip
 KEY_NOT_FOUND = "API key not found"
 NO_STORE = CacheControlHeader(no_store=True)
 ERRORS = errors(400, 401, 403, 422, 503)
-Ctx = NamedDependency[RequestContext]
 
 
 def to_key_read(row: dict[str, Any]) -> ApiKeyRead:

@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service.auth.principal import Permission
-from service.context import RequestContext
+from service.context import Ctx
 from service.credentials import secrets
 from service.credentials.idempotency import HEADER, KEY_PATTERN
 from service.credentials.model import Credential
@@ -39,7 +39,6 @@ from service.openapi import SECURITY, errors, needs
 from service.paging import check_skip
 from service.schemas import NO_NUL
 
-Ctx = NamedDependency[RequestContext]
 Service = NamedDependency[CredentialService]
 IfMatch = Annotated[
     str | None,

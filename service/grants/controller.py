@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.auth.principal import Permission
-from service.context import RequestContext
+from service.context import Ctx
 from service.credentials.service import CredentialService
 from service.grants.schemas import CheckResult, GrantCreate, GrantCreated, GrantList, GrantRead, UsageList
 from service.grants.service import GrantService
@@ -19,7 +19,6 @@ from service.paging import MAX_SKIP
 from service.proxy import usage
 from service.proxy.check import CheckService
 
-Ctx = NamedDependency[RequestContext]
 Service = NamedDependency[CredentialService]
 Grants = NamedDependency[GrantService]
 Checks = NamedDependency[CheckService]

@@ -12,14 +12,13 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from service.auth.principal import Permission
-from service.context import RequestContext
+from service.context import Ctx
 from service.errors import PayloadTooLarge
 from service.openapi import SECURITY, errors, needs
 from service.proxy import paths
 from service.proxy.schemas import METHODS
 from service.proxy.service import Call, ProxyService
 
-Ctx = NamedDependency[RequestContext]
 Proxy = NamedDependency[ProxyService]
 PROXY_OPT = {**needs(Permission.use), "grant": True}
 """``grant``: the authentication guard also accepts a grant token here, for the credential it is bound to."""

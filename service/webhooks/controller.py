@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.auth.principal import Permission
-from service.context import RequestContext
+from service.context import Ctx
 from service.openapi import SECURITY, errors, needs
 from service.paging import check_skip
 from service.webhooks.schemas import (
@@ -27,7 +27,6 @@ from service.webhooks.service import WEBHOOK_NOT_FOUND, WebhookService
 NO_STORE = CacheControlHeader(no_store=True)
 ERRORS = errors(400, 401, 403, 422, 503)
 NOT_FOUND = {**ERRORS, **errors(e404=WEBHOOK_NOT_FOUND)}
-Ctx = NamedDependency[RequestContext]
 Hooks = NamedDependency[WebhookService]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from litestar import Litestar, Request
 
+from service.context import Ctx
 from service.events.expiry import warn
 from service.oauth.egress import EgressRules
 from service.services import Services
@@ -76,6 +77,6 @@ async def event_jobs(app: Litestar) -> AsyncIterator[None]:
                 await task
 
 
-def provide_webhooks(request: Request[Any, Any, Any]) -> WebhookService:
+def provide_webhooks(request: Request[Any, Any, Any], ctx: Ctx) -> WebhookService:
     service: WebhookService = request.app.state.webhooks
     return service

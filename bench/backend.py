@@ -18,12 +18,13 @@ import msgspec
 from db import credentials as rows
 from db import database
 from db.credentials import CredentialFilter, State
+from service.config import LifecycleSettings
 from vault.secret import Secret
 from vault.store import CallContext, SecretStore
 
 WORKSPACE = "bench"
 ACTOR = "00000000-0000-0000-0000-00000000beef"
-EXACT_COUNT_LIMIT = 10_000
+EXACT_COUNT_LIMIT = LifecycleSettings().list_exact_count_limit  # the service's default: the same work
 # What an API key without `admin` sees: the workspace's credentials of scope `workspace`, as the service asks.
 VISIBLE = CredentialFilter(workspace_id=WORKSPACE, shared_scopes=("workspace",))
 READ_FIELDS = (

@@ -199,9 +199,11 @@ class LifecycleSettings(Section, frozen=True, kw_only=True):
     """Seconds between the service's own purges of expired deletions (0: never; ``credctl purge`` from cron)."""
     list_exact_count_limit: Annotated[
         int, Env("CREDENTIALS_LIST_EXACT_COUNT_LIMIT"), msgspec.Meta(ge=1, le=10_000_000)
-    ] = 10_000
+    ] = 1_000
     """The list's ``total`` is exact up to this many matching credentials and the planner's estimate beyond it, so
-    a page of a huge workspace does not cost a full count."""
+    a page of a huge workspace does not cost a full count: finding the 1,001st match of a search that matches one
+    row in ten reads about 10,000 rows, at any size of workspace (10,000 made a search at a million credentials 3.4
+    times slower than at ten thousand)."""
 
 
 class JwtSettings(Section, frozen=True, kw_only=True):

@@ -72,7 +72,7 @@ class Lifecycle:
     max_versions: int = 10
     """Informational: versions kept is the KV mount's config, written by ``credctl vault-bootstrap``."""
     delete_retention: timedelta = timedelta(days=7)
-    exact_count_limit: int = 10_000
+    exact_count_limit: int = 1_000
 
 
 class CredentialService:

@@ -199,3 +199,73 @@ async def test_a_vault_cacert_of_another_ca_stops_the_start_up_naming_it(
         f"local issuer certificate) with VAULT_CACERT={other}; set VAULT_CACERT to the CA that signed it, or fix the "
         "host in VAULT_ADDR to one its certificate names"
     )
+
+
+def test_the_prod_profile_server_config_and_init_script_work_over_tls(tmp_path: Path, certs: Path) -> None:
+    """vault/server-tls.hcl under the tests' bao binary (container paths moved to `tmp_path`, the certificates
+    make-certs.sh wrote), initialised and unsealed by vault/compose-init.sh over https with INIT_CACERT.
+
+    Its raft storage becomes in-memory storage: raft's first initialisation costs 10 s and more on a loaded machine,
+    and tests/integration/test_compose_init.py runs the raft configuration (over http) already."""
+    port = stack.free_port()
+    text = (ROOT / "vault" / "server-tls.hcl").read_text()
+    storage = re.search(r'^storage "raft" \{.*?^\}', text, re.MULTILINE | re.DOTALL)
+    assert storage
+    text = text.replace(storage[0], 'storage "inmem" {}')
+    for old, new in {
+        '"/openbao/logs/audit.log"': f'"{tmp_path / "audit.log"}"',
+        '"/openbao/tls/server.pem"': f'"{certs / "server.pem"}"',
+        '"/openbao/tls/server-key.pem"': f'"{certs / "server-key.pem"}"',
+        '"0.0.0.0:8200"': f'"127.0.0.1:{port}"',
+        '"https://openbao-tls:8200"': f'"https://127.0.0.1:{port}"',
+        '"https://openbao-tls:8201"': f'"https://127.0.0.1:{stack.free_port()}"',
+    }.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (tmp_path / "server.hcl").write_text(text)
+    addr = f"https://127.0.0.1:{port}"
+    log = tmp_path / "bao.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [stack.bao_binary(), "server", f"-config={tmp_path / 'server.hcl'}"], stdout=out, stderr=out
+        )
+    try:
+        env = {
+            "PATH": f"{Path(stack.bao_binary()).parent}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "INIT_ADDR": addr,
+            "INIT_CACERT": str(certs / "ca.pem"),
+            "INIT_KEYS_DIR": str(tmp_path / "keys"),
+            "INIT_TOKEN_FILE": str(tmp_path / "token" / "openbao-tls"),
+            "INIT_TOKEN_OWNER": "",
+        }
+        (tmp_path / "keys").mkdir()
+        (tmp_path / "token").mkdir()
+        init = subprocess.run(
+            [posix_sh(), str(ROOT / "vault" / "compose-init.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert init.returncode == 0, init.stderr + log.read_text()[-2000:]
+        assert init.stderr.splitlines()[-1] == (
+            f"compose-init: ready: {addr} is initialised, unsealed and active; operator token in "
+            f"{tmp_path / 'token' / 'openbao-tls'}"
+        )
+        token = (tmp_path / "token" / "openbao-tls").read_text().strip()
+        health = requests.get(f"{addr}/v1/sys/health", timeout=5, verify=str(certs / "ca.pem"))
+        assert (health.status_code, health.json()["sealed"]) == (200, False)
+        looked_up = requests.get(
+            f"{addr}/v1/auth/token/lookup-self",
+            headers={"X-Vault-Token": token},
+            timeout=5,
+            verify=str(certs / "ca.pem"),
+        )
+        assert looked_up.json()["data"]["policies"] == ["root"]
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{addr}/v1/sys/health", timeout=5)
+    finally:
+        process.terminate()
+        process.wait(15)

@@ -72,3 +72,7 @@ lock: install
 # the secret files compose.yaml reads (a random Postgres password and the DATABASE_URL holding it); kept if present
 compose-secrets:
     sh devtools/compose-secrets.sh
+
+# a private CA and OpenBao's TLS certificate for compose.yaml's prod profile, in secrets/tls; kept if present (--force)
+compose-certs *args:
+    sh devtools/make-certs.sh {{args}}

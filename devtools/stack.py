@@ -61,6 +61,8 @@ class BaoServer:
     log_file: Path
     process: subprocess.Popen[bytes]
     unseal_key: str = field(default="", repr=False)
+    cacert: str | None = None
+    """The PEM CA its TLS certificate chains to (``start_bao_tls``); None for plain HTTP."""
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -211,7 +213,7 @@ def bootstrap_dev_vault(server: BaoServer) -> list[str]:
     from vault.bootstrap import bootstrap
     from vault.client import make_client
 
-    client = make_client(server.addr, server.token, pool_size=1, timeout=10)
+    client = make_client(server.addr, server.token, pool_size=1, timeout=10, cacert=server.cacert)
     try:
         steps = bootstrap(client, transit_mount="transit", transit_key="credentials", kv_mount="credentials")
     finally:
@@ -266,11 +268,56 @@ def start_bao_raft(state_dir: Path) -> BaoServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    addr = f"http://127.0.0.1:{port}"
-    server = BaoServer(addr, "", state_dir / "audit.log", log_file, process)
+    return _initialised(BaoServer(f"http://127.0.0.1:{port}", "", state_dir / "audit.log", log_file, process))
+
+
+TLS_CONFIG = """\
+storage "inmem" {}
+listener "tcp" {
+  address       = "127.0.0.1:$port"
+  tls_cert_file = "$cert"
+  tls_key_file  = "$key"
+}
+api_addr      = "https://127.0.0.1:$port"
+disable_mlock = true
+audit "file" "file" {
+  options { file_path = "$audit_log" }
+}
+"""
+
+
+def start_bao_tls(state_dir: Path, *, cert: Path, key: Path, cacert: Path) -> BaoServer:
+    """A real (not dev) OpenBao that speaks only TLS, with ``cert`` and ``key`` (signed by ``cacert``), in-memory
+    storage and a file audit device: initialised with one unseal key, unsealed and active when this returns."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    audit_log = state_dir / "audit.log"
+    config = state_dir / "bao-tls.hcl"
+    config.write_text(Template(TLS_CONFIG).substitute(port=port, cert=cert, key=key, audit_log=audit_log))
+    log_file = state_dir / "bao.log"
+    with log_file.open("wb") as out:
+        process = subprocess.Popen(
+            [bao_binary(), "server", f"-config={config}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    addr = f"https://127.0.0.1:{port}"
+    return _initialised(BaoServer(addr, "", audit_log, log_file, process, cacert=str(cacert)))
+
+
+def _initialised(server: BaoServer) -> BaoServer:
+    """``server`` (just started, uninitialised) initialised with one key share, unsealed and active; stopped if
+    that fails."""
+    verify = server.cacert or True
     try:
-        _wait(lambda: requests.get(f"{addr}/v1/sys/health", timeout=1).status_code == 501, process, log_file)
-        init = requests.put(f"{addr}/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30)
+        _wait(
+            lambda: requests.get(f"{server.addr}/v1/sys/health", timeout=1, verify=verify).status_code == 501,
+            server.process,
+            server.log_file,
+        )
+        body = {"secret_shares": 1, "secret_threshold": 1}
+        init = requests.put(f"{server.addr}/v1/sys/init", json=body, timeout=30, verify=verify)
         init.raise_for_status()
         server.token, server.unseal_key = init.json()["root_token"], init.json()["keys_base64"][0]
         unseal(server)
@@ -282,9 +329,11 @@ def start_bao_raft(state_dir: Path) -> BaoServer:
 
 def unseal(server: BaoServer) -> None:
     """Unseal ``server`` with its one key and wait until it is the active node."""
-    requests.put(f"{server.addr}/v1/sys/unseal", json={"key": server.unseal_key}, timeout=10).raise_for_status()
+    verify = server.cacert or True
+    body = {"key": server.unseal_key}
+    requests.put(f"{server.addr}/v1/sys/unseal", json=body, timeout=10, verify=verify).raise_for_status()
     _wait(
-        lambda: requests.get(f"{server.addr}/v1/sys/health", timeout=1).status_code == 200,
+        lambda: requests.get(f"{server.addr}/v1/sys/health", timeout=1, verify=verify).status_code == 200,
         server.process,
         server.log_file,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -140,6 +141,10 @@ class VaultSettings(Section, frozen=True, kw_only=True):
     is safe. ``VAULT_ADDR`` is the first node (and may be the only one)."""
     failover_seconds: Annotated[float, Env("CREDENTIALS_VAULT_FAILOVER_SECONDS"), msgspec.Meta(ge=0, le=120)] = 10.0
     """How long a call waits for a node able to serve it (a leader election) before it answers 503."""
+    cacert: Annotated[str | None, Env("VAULT_CACERT", example="/run/secrets/openbao_ca")] = None
+    """Path of a PEM file with the CA certificate(s) that Vault's TLS certificate must chain to, for every connection
+    to Vault (hvac, the aiohttp fast path, snapshots). Unset: an ``https`` address is checked against the system's
+    trust store. Read and checked at start-up."""
 
     @property
     def addrs(self) -> tuple[str, ...]:
@@ -167,6 +172,25 @@ class VaultSettings(Section, frozen=True, kw_only=True):
             raise ConfigError(f"VAULT_ADDR / CREDENTIALS_VAULT_ADDRS: {exc}") from None
         if not self.token and not self.uses_approle:
             raise ConfigError("set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole login")
+        if self.cacert is not None:
+            check_ca_bundle(self.cacert)
+
+
+def check_ca_bundle(path: str) -> None:
+    """Refuse a ``VAULT_CACERT`` that cannot be read, holds no PEM certificate, or that OpenSSL cannot load."""
+    fix = "set it to the PEM file of the CA that signed Vault's certificate (just compose-certs writes one)"
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"VAULT_CACERT={path!r} cannot be read ({exc.strerror}); {fix}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"VAULT_CACERT={path!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----); {fix}")
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"VAULT_CACERT={path!r} is not a valid PEM CA bundle ({exc.reason or 'OpenSSL cannot load it'}); {fix}"
+        ) from None
 
 
 class HttpSettings(Section, frozen=True, kw_only=True):

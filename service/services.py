@@ -151,6 +151,7 @@ async def open_secret_store(settings: Settings, workers: int) -> AsyncIterator[S
         transit_key=vault.transit_key,
         kv_mount=vault.kv_mount,
         failover_seconds=vault.failover_seconds,
+        cacert=vault.cacert,
     )
     keeper: asyncio.Task[None] | None = None
     try:

@@ -22,6 +22,7 @@ from vault.errors import (
     VaultLoginFailed,
     VaultPermissionDenied,
     VaultRequestRejected,
+    VaultTlsRefused,
     VaultUnavailable,
 )
 
@@ -85,6 +86,17 @@ def vault_failure(exc: BaseException, settings: VaultSettings) -> StartupError |
         return StartupError(
             f"{what} was refused by Vault at {settings.addr} (expired, revoked or wrong); give the service a valid "
             "token, or AppRole credentials (VAULT_ROLE_ID, VAULT_SECRET_ID)"
+        )
+    if isinstance(exc, VaultTlsRefused):
+        reason = str(exc).removeprefix("TLS with Vault failed: ")
+        if settings.cacert:
+            return StartupError(
+                f"{addr}: Vault's TLS certificate was refused ({reason}) with VAULT_CACERT={settings.cacert}; set "
+                "VAULT_CACERT to the CA that signed it, or fix the host in VAULT_ADDR to one its certificate names"
+            )
+        return StartupError(
+            f"{addr}: Vault's TLS certificate was refused ({reason}) by the system's trust store; set VAULT_CACERT "
+            "to the PEM file of the CA that signed it, or fix the host in VAULT_ADDR to one its certificate names"
         )
     if isinstance(exc, VaultUnavailable):
         reason = str(exc).removeprefix("cannot reach Vault: ")

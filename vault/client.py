@@ -64,6 +64,7 @@ def make_client(
     timeout: float,
     policy: RetryPolicy | None = None,
     failover_seconds: float = 10.0,
+    cacert: str | None = None,
 ) -> hvac.Client:
     """An hvac client with the url and token given explicitly.
 
@@ -71,7 +72,8 @@ def make_client(
     (``vault/nodes.py``), which skips nodes that cannot serve and waits up to ``failover_seconds`` for one that can.
     hvac silently falls back to ``VAULT_TOKEN`` and ``~/.vault-token`` when ``token`` is None, so an empty
     string is passed until a login sets a real one. The HTTP pool holds one connection per worker thread (per node),
-    so no call waits for a connection or opens a throwaway one.
+    so no call waits for a connection or opens a throwaway one. ``cacert`` (``VAULT_CACERT``) is the PEM file of the
+    CA that Vault's certificate must chain to; None checks ``https`` nodes against the system's trust store.
     """
     addrs = (addr,) if isinstance(addr, str) else tuple(addr)
     session = (
@@ -80,5 +82,10 @@ def make_client(
     # No proxy variables, .netrc or CA-bundle variables from the environment: Vault traffic goes where VAULT_ADDR
     # says, and requests stops stat-ing ~/.netrc on every call (seen on the hot path in a profile).
     session.trust_env = False
+    # Explicit, on the session and on hvac (which would otherwise read VAULT_CACERT/VAULT_CAPATH itself at import).
+    verify: str | bool = cacert or True
+    session.verify = verify
     mount_pools(session, nodes=len(addrs), pool_size=pool_size)
-    return hvac.Client(url=addrs[0], token=token, session=session, timeout=timeout, adapter=AuditedAdapter)
+    return hvac.Client(
+        url=addrs[0], token=token, session=session, timeout=timeout, verify=verify, adapter=AuditedAdapter
+    )

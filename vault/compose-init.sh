@@ -18,6 +18,7 @@
 #   INIT_API_AUDIT_FILE  Vault only: enable the file audit device at this path through the API. OpenBao refuses
 #                        that and declares the device in vault/server.hcl instead.
 #   INIT_TIMEOUT         seconds to wait for the server at each step; default 60
+#   INIT_CACERT          with an https INIT_ADDR: the PEM CA the server's certificate must chain to (the `prod` profile)
 set -eu
 
 cli=${INIT_CLI:-bao}
@@ -27,11 +28,14 @@ token_file=${INIT_TOKEN_FILE:?set INIT_TOKEN_FILE}
 token_owner=${INIT_TOKEN_OWNER:-}
 api_audit_file=${INIT_API_AUDIT_FILE:-}
 timeout=${INIT_TIMEOUT:-60}
+cacert=${INIT_CACERT:-}
 init_json=$keys_dir/init.json
 
 # Both CLIs read VAULT_ADDR; bao prefers BAO_ADDR. Tokens are passed per command (as_root) and never stored in
 # ~/.vault-token; a token inherited from the environment would be the wrong one.
 export BAO_ADDR="$addr" VAULT_ADDR="$addr"
+# Both CLIs check an https server's certificate against this CA (bao reads BAO_CACERT, vault VAULT_CACERT).
+[ -z "$cacert" ] || export BAO_CACERT="$cacert" VAULT_CACERT="$cacert"
 unset BAO_TOKEN VAULT_TOKEN
 # Everything written here is a secret: readable by this job's user only, unless chmod'ed below.
 umask 077
@@ -59,8 +63,14 @@ status_code() {
 }
 reachable() { [ "$(status_code)" -ne 1 ]; }
 # sys/health answers 200 only once the node is initialised, unsealed and active (raft has elected it leader);
-# before that, the first write of the bootstrap job could fail. wget is busybox's, in both images.
-active() { wget -q -O /dev/null "$addr/v1/sys/health"; }
+# before that, the first write of the bootstrap job could fail. wget is busybox's, in both images; busybox's wget
+# cannot be given a CA, so over https the CLI asks instead (it fails on any answer but 200, and checks the certificate).
+active() {
+    case $addr in
+    https://*) "$cli" read sys/health >/dev/null 2>&1 ;;
+    *) wget -q -O /dev/null "$addr/v1/sys/health" ;;
+    esac
+}
 
 # field NAME: the first string value of NAME in init.json (a string, or a list's first item). The images have no
 # jq; whitespace is removed first so the result does not depend on how the CLI indents its JSON.

@@ -2,6 +2,7 @@
 
     VaultError
     ├── VaultUnavailable       sealed, down, unreachable, timed out, 5xx: retry later (the API answers 503)
+    │   └── VaultTlsRefused    TLS to Vault failed: its certificate is not trusted (VAULT_CACERT) or names another host
     ├── VaultPermissionDenied  403: the service's token is invalid or its policy lacks a path
     ├── VaultLoginFailed       AppRole login refused (secret id revoked, expired or used up; wrong role id)
     ├── SecretNotFound         404: no such path or version, or the version was destroyed
@@ -14,6 +15,7 @@ hvac messages carry the method and URL of the call; they are kept for logs only 
 from __future__ import annotations
 
 import functools
+import ssl
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -27,6 +29,30 @@ class VaultError(Exception):
 
 class VaultUnavailable(VaultError):
     """Vault cannot serve the call now: sealed, down, unreachable, overloaded or too slow."""
+
+
+class VaultTlsRefused(VaultUnavailable):
+    """The TLS handshake with Vault failed, most often because its certificate does not chain to the trusted CA
+    (``VAULT_CACERT``, else the system's trust store) or does not name the host of ``VAULT_ADDR``."""
+
+
+def tls_reason(exc: BaseException) -> str:
+    """What OpenSSL said, from the ``ssl.SSLError`` somewhere inside ``exc`` (requests and aiohttp wrap it)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop(0)
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        # OpenSSL's own errors only: aiohttp's subclass them without their attributes, and keep the original inside.
+        if type(item) is ssl.SSLCertVerificationError:
+            return f"certificate verify failed: {item.verify_message}"
+        if type(item) is ssl.SSLError:
+            return str(item.reason or item)
+        todo += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+        todo += [getattr(item, "certificate_error", None), getattr(item, "os_error", None)]  # aiohttp keeps them here
+    return type(exc).__name__
 
 
 class VaultPermissionDenied(VaultError):
@@ -57,6 +83,8 @@ R = TypeVar("R")
 
 def translate(exc: BaseException) -> VaultError:
     """Map one hvac or requests exception to this module's tree."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return VaultTlsRefused(f"TLS with Vault failed: {tls_reason(exc)}")
     if isinstance(exc, requests.RequestException):
         return VaultUnavailable(f"cannot reach Vault: {type(exc).__name__}")
     if isinstance(exc, hvac.exceptions.Forbidden):

@@ -12,7 +12,7 @@ storage "raft" {
 listener "tcp" {
   address = "0.0.0.0:8200"
   # Demo only: plain HTTP on the compose network. Production sets tls_cert_file and tls_key_file here,
-  # because the service sends tokens and secrets over this listener.
+  # because the service sends tokens and secrets over this listener (the prod profile's vault/server-tls.hcl does).
   tls_disable = true
 }
 

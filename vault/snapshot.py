@@ -3,7 +3,8 @@
 Both need a token with ``sudo`` on ``sys/storage/raft/snapshot*`` (an operator's, never the service's). A snapshot
 holds the whole barrier (every mount, key, policy and token), still encrypted by the cluster's keyring: restoring
 it into another cluster brings that keyring along, so afterwards the restored cluster answers to the backed-up
-cluster's unseal keys and tokens, not its own.
+cluster's unseal keys and tokens, not its own. ``cacert`` (``VAULT_CACERT``) is the PEM file of the CA that an ``https``
+Vault's certificate must chain to (None: the system's trust store), as for every other connection to Vault.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ class SnapshotError(Exception):
     """Vault refused or failed a snapshot call (the message says which and why, without the token)."""
 
 
-def _session(token: str) -> requests.Session:
+def _session(token: str | None, cacert: str | None) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # as the service's client: traffic goes where VAULT_ADDR says
-    session.headers["X-Vault-Token"] = token
+    session.verify = cacert or True
+    if token is not None:
+        session.headers["X-Vault-Token"] = token
     return session
 
 
@@ -35,10 +38,10 @@ def _refusal(what: str, response: requests.Response) -> SnapshotError:
     return SnapshotError(f"{what}: Vault answered {response.status_code}: {errors}")
 
 
-def save(addr: str, token: str, target: Path, *, timeout: float = 300) -> int:
+def save(addr: str, token: str, target: Path, *, timeout: float = 300, cacert: str | None = None) -> int:
     """Stream a snapshot of the raft storage at ``addr`` into ``target``; returns its size in bytes."""
     url = f"{addr.rstrip('/')}/v1/sys/storage/raft/snapshot"
-    with _session(token) as session, session.get(url, stream=True, timeout=timeout) as response:
+    with _session(token, cacert) as session, session.get(url, stream=True, timeout=timeout) as response:
         if response.status_code != 200:
             raise _refusal("raft snapshot", response)
         size = 0
@@ -51,25 +54,26 @@ def save(addr: str, token: str, target: Path, *, timeout: float = 300) -> int:
     return size
 
 
-def restore(addr: str, token: str, source: Path, *, force: bool, timeout: float = 300) -> None:
+def restore(
+    addr: str, token: str, source: Path, *, force: bool, timeout: float = 300, cacert: str | None = None
+) -> None:
     """Restore the snapshot in ``source`` into the raft storage at ``addr``.
 
     ``force`` restores a snapshot of another cluster (``snapshot-force``), which a new stack always is: its own
     keyring and tokens are replaced by the snapshot's.
     """
     url = f"{addr.rstrip('/')}/v1/sys/storage/raft/{'snapshot-force' if force else 'snapshot'}"
-    with _session(token) as session, source.open("rb") as body:
+    with _session(token, cacert) as session, source.open("rb") as body:
         response = session.post(url, data=body, timeout=timeout)
     if response.status_code not in (200, 204):
         raise _refusal("raft snapshot restore", response)
 
 
-def sealed_after_restore(addr: str, *, within: float = 10) -> bool:
+def sealed_after_restore(addr: str, *, within: float = 10, cacert: str | None = None) -> bool:
     """Whether the server at ``addr`` seals itself after a restore (it does, a moment after answering, when the
     snapshot came from a cluster with other unseal keys); waits up to ``within`` seconds to see it."""
     deadline = time.monotonic() + within
-    with requests.Session() as session:
-        session.trust_env = False
+    with _session(None, cacert) as session:
         while True:
             response = session.get(f"{addr.rstrip('/')}/v1/sys/seal-status", timeout=within)
             if response.status_code != 200:

@@ -106,6 +106,7 @@ class SecretStore:
         token_manager: TokenManager | None = None,
         fast_path: FastPath | None = FastPath(),
         timeout: float = 5.0,
+        cacert: str | None = None,
     ) -> None:
         self._client = client
         self._auth = token_manager or TokenManager(client)
@@ -118,7 +119,9 @@ class SecretStore:
         self._encrypts: Batcher | None = None
         self._decrypts: Batcher | None = None
         if fast_path is not None:
-            self._http = VaultTransport(str(client.url), lambda: str(client.token), pool_size=workers, timeout=timeout)
+            self._http = VaultTransport(
+                str(client.url), lambda: str(client.token), pool_size=workers, timeout=timeout, cacert=cacert
+            )
             wait, size = fast_path.batch_max_wait, fast_path.batch_max_size
             self._encrypts = Batcher(self._batch_call("encrypt"), max_wait=wait, max_size=size)
             self._decrypts = Batcher(self._batch_call("decrypt"), max_wait=wait, max_size=size)
@@ -136,8 +139,10 @@ class SecretStore:
         kv_mount: str = "credentials",
         fast_path: FastPath | None = FastPath(),
         failover_seconds: float = 10.0,
+        cacert: str | None = None,
     ) -> SecretStore:
-        """A store that calls Vault with the token ``login``, or with the tokens an AppRole ``login`` obtains.
+        """A store that calls Vault with the token ``login``, or with the tokens an AppRole ``login`` obtains; over
+        ``https``, Vault's certificate must chain to the CA in ``cacert`` (else to the system's trust store).
         Nothing is sent to Vault until ``start()``."""
         # An empty token until the AppRole login sets one: hvac would fall back to VAULT_TOKEN on None.
         token = "" if isinstance(login, AppRoleLogin) else login
@@ -148,7 +153,13 @@ class SecretStore:
             fast_path = None
         policy = RetryPolicy(kv_mount=kv_mount, transit_mount=transit_mount)
         client = make_client(
-            addr, token, pool_size=workers, timeout=timeout, policy=policy, failover_seconds=failover_seconds
+            addr,
+            token,
+            pool_size=workers,
+            timeout=timeout,
+            policy=policy,
+            failover_seconds=failover_seconds,
+            cacert=cacert,
         )
         manager = AppRoleTokenManager(client, login) if isinstance(login, AppRoleLogin) else TokenManager(client)
         return cls(
@@ -160,6 +171,7 @@ class SecretStore:
             token_manager=manager,
             fast_path=fast_path,
             timeout=timeout,
+            cacert=cacert,
         )
 
     @property

@@ -14,6 +14,7 @@ serves, and Vault's audit entry records the header as the list of those values. 
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,8 +30,10 @@ from vault.errors import (
     VaultError,
     VaultPermissionDenied,
     VaultRequestRejected,
+    VaultTlsRefused,
     VaultUnavailable,
     VersionConflict,
+    tls_reason,
 )
 
 _decode = msgspec.json.Decoder().decode
@@ -64,18 +67,24 @@ class VaultTransport:
     """One aiohttp session (a keep-alive pool of ``pool_size`` connections) to one Vault address.
 
     ``token`` is read on every call, so a token renewed or replaced by hvac's token manager is used at once.
+    ``cacert`` (``VAULT_CACERT``) is the PEM file of the CA that Vault's certificate must chain to, as for hvac; None
+    checks an ``https`` address against the system's trust store.
     """
 
-    def __init__(self, addr: str, token: Callable[[], str], *, pool_size: int, timeout: float) -> None:
+    def __init__(
+        self, addr: str, token: Callable[[], str], *, pool_size: int, timeout: float, cacert: str | None = None
+    ) -> None:
         self._addr = addr.rstrip("/")
         self._token = token
         self._pool_size = pool_size
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        # Built once (loading the CA file), here rather than per connection; True is aiohttp's default verification.
+        self._ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=cacert) if cacert else True
 
     def _open(self) -> aiohttp.ClientSession:
         # Made lazily, on the loop that uses it (aiohttp binds a session to its loop).
-        connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30, ttl_dns_cache=300, ssl=self._ssl)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, trust_env=False, skip_auto_headers=("User-Agent",)
         )
@@ -113,6 +122,8 @@ class VaultTransport:
                     async with session.request(method, f"{self._addr}/v1/{path}", data=data, headers=sent) as response:
                         raw = await response.read()
                         status = response.status
+                except aiohttp.ClientSSLError as exc:
+                    raise VaultTlsRefused(f"TLS with Vault failed: {tls_reason(exc)}") from exc
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     raise VaultUnavailable(f"cannot reach Vault: {type(exc).__name__}") from exc
             parsed: dict[str, Any] = _decode(raw) if raw else {}

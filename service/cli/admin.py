@@ -85,7 +85,7 @@ def vault_bootstrap(
         max_versions = LifecycleSettings.from_env().max_versions  # the KV mount's config, written here
     if not vault.token:
         fail("vault-bootstrap needs VAULT_ADDR and an operator's VAULT_TOKEN")
-    client = make_client(vault.addr, vault.token, pool_size=1, timeout=10)
+    client = make_client(vault.addr, vault.token, pool_size=1, timeout=10, cacert=vault.cacert)
     steps = []
     try:
         steps += bootstrap(

@@ -10,12 +10,12 @@ from service.cli.base import config_errors, fail, main
 from service.config import DatabaseSettings, VaultSettings
 
 
-def _backends() -> tuple[str, str, str]:
+def _backends() -> tuple[str, VaultSettings]:
     with config_errors():
         database, vault = DatabaseSettings.from_env(), VaultSettings.from_env()
     if not vault.token:
         fail("backup and restore need VAULT_ADDR and an operator's VAULT_TOKEN (sudo on sys/storage/raft/snapshot)")
-    return database.url, vault.addr, vault.token
+    return database.url, vault
 
 
 @main.command()
@@ -31,9 +31,15 @@ def backup(directory: Path) -> None:
     operator's VAULT_TOKEN), with a manifest of sizes and checksums. OpenBao must use raft storage."""
     from service.maintenance import backup as backups
 
-    database_url, vault_addr, token = _backends()
+    database_url, vault = _backends()
     try:
-        report = backups.backup(directory, database_url=database_url, vault_addr=vault_addr, vault_token=token)
+        report = backups.backup(
+            directory,
+            database_url=database_url,
+            vault_addr=vault.addr,
+            vault_token=vault.token or "",
+            vault_cacert=vault.cacert,
+        )
     except backups.BackupError as exc:
         fail(f"backup failed: {exc}")
     click.echo(report.summary("backed up into"))
@@ -53,9 +59,15 @@ def restore(directory: Path) -> None:
     and tokens; give the service a secret id issued by it (or its token)."""
     from service.maintenance import backup as backups
 
-    database_url, vault_addr, token = _backends()
+    database_url, vault = _backends()
     try:
-        report = backups.restore(directory, database_url=database_url, vault_addr=vault_addr, vault_token=token)
+        report = backups.restore(
+            directory,
+            database_url=database_url,
+            vault_addr=vault.addr,
+            vault_token=vault.token or "",
+            vault_cacert=vault.cacert,
+        )
     except backups.BackupError as exc:
         fail(f"restore failed: {exc}")
     click.echo(report.summary("restored from"))

@@ -125,7 +125,7 @@ def rotate_key(no_rotate: bool, min_decryption_version: bool, batch_size: int) -
     from vault.errors import VaultError
 
     vault = _settings().vault
-    admin = make_client(vault.addr, vault.token or "", pool_size=1, timeout=vault.timeout)
+    admin = make_client(vault.addr, vault.token or "", pool_size=1, timeout=vault.timeout, cacert=vault.cacert)
     mount, key = vault.transit_mount, vault.transit_key
     try:
         latest = keys.latest_version(admin, mount, key) if no_rotate else keys.rotate(admin, mount, key)

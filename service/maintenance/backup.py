@@ -57,7 +57,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def backup(directory: Path, *, database_url: str, vault_addr: str, vault_token: str) -> Report:
+def backup(
+    directory: Path, *, database_url: str, vault_addr: str, vault_token: str, vault_cacert: str | None = None
+) -> Report:
     """Write ``postgres.dump``, then ``openbao.snap``, then ``manifest.json`` into ``directory`` (new or empty)."""
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,7 @@ def backup(directory: Path, *, database_url: str, vault_addr: str, vault_token: 
     try:
         rows = asyncio.run(dump.row_counts(database_url))
         dump.dump(database_url, directory / DATABASE_FILE)
-        snapshot.save(vault_addr, vault_token, directory / VAULT_FILE)
+        snapshot.save(vault_addr, vault_token, directory / VAULT_FILE, cacert=vault_cacert)
     except (dump.DumpError, snapshot.SnapshotError, OSError) as exc:
         raise BackupError(str(exc)) from None
     files = {
@@ -103,7 +105,9 @@ def verify(directory: Path) -> dict[str, object]:
     return dict(manifest)
 
 
-def restore(directory: Path, *, database_url: str, vault_addr: str, vault_token: str) -> Report:
+def restore(
+    directory: Path, *, database_url: str, vault_addr: str, vault_token: str, vault_cacert: str | None = None
+) -> Report:
     """Restore a backup into an empty stack: the dump into a database without tables, the snapshot into OpenBao.
 
     Checked first (manifest, checksums, an empty database), so a refused restore changes nothing. The snapshot is
@@ -121,9 +125,9 @@ def restore(directory: Path, *, database_url: str, vault_addr: str, vault_token:
         )
     try:
         dump.restore(database_url, directory / DATABASE_FILE)
-        snapshot.restore(vault_addr, vault_token, directory / VAULT_FILE, force=True)
+        snapshot.restore(vault_addr, vault_token, directory / VAULT_FILE, force=True, cacert=vault_cacert)
         rows = asyncio.run(dump.row_counts(database_url))
-        sealed = snapshot.sealed_after_restore(vault_addr)
+        sealed = snapshot.sealed_after_restore(vault_addr, cacert=vault_cacert)
     except (dump.DumpError, snapshot.SnapshotError, OSError) as exc:
         raise BackupError(str(exc)) from None
     if rows != manifest["rows"]:

@@ -89,6 +89,12 @@ CASES = [
          r"CREDENTIALS_VAULT_WORKERS='100000' is out of range: must be between 1 and 256", status=2),
     Case("log-format-xml", {"CREDENTIALS_LOG_FORMAT": "xml"},
          r"CREDENTIALS_LOG_FORMAT='xml' is not one of json, text", status=2),
+    Case("vault-cacert-missing", {"VAULT_CACERT": "/nonexistent/ca.pem"},
+         r"VAULT_CACERT='/nonexistent/ca\.pem' cannot be read \(No such file or directory\); set it to the PEM file of "
+         r"the CA that signed Vault's certificate \(just compose-certs writes one\)", status=2),
+    Case("vault-cacert-not-pem", {"VAULT_CACERT": "/dev/null"},
+         r"VAULT_CACERT='/dev/null' holds no PEM certificate \(-----BEGIN CERTIFICATE-----\); set it to the PEM file "
+         r"of the CA that signed Vault's certificate \(just compose-certs writes one\)", status=2),
     # -- every command against a dead backend ------------------------------------------------------------------------
     *(
         Case(f"{'-'.join(command)}-db-refused", {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"},

@@ -20,6 +20,10 @@ INIT_SCRIPT = ROOT / "vault" / "compose-init.sh"
 SERVICES = {"postgres", "openbao", "openbao-init", "bootstrap", "service", "vault", "vault-init"}
 # The `ha` profile's services (tests/unit/test_compose_ha.py).
 HA_SERVICES = {"openbao-2", "openbao-3", "openbao-ha-unseal", "replica-1", "replica-2", "proxy"}
+# The `prod` profile's services: OpenBao with TLS (tests/unit/test_compose.py).
+PROD_SERVICES = {"openbao-tls-certs", "openbao-tls", "openbao-tls-init"}
+# Where the bootstrap job, the service and the TLS init job read the prod profile's CA (the vault-ca volume).
+VAULT_CA_DIR = "/run/vault-ca"
 # Obviously fake values for the variables compose.yaml requires.
 VARIABLES: dict[str, str] = {}
 SERVE = ["credctl", "serve", "--host", "0.0.0.0", "--port", "8000"]
@@ -29,7 +33,7 @@ APPROLE_DIR = "/run/approle"
 # Compose's interpolation syntax: `$$` (a literal `$`), `${...}`, `$NAME`; a `$` followed by anything else is
 # an error in Compose, and is matched here with no group set.
 _DOLLAR = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<bare>\w+))?")
-_BRACED = re.compile(r"(?P<name>[A-Za-z_]\w*)(?:(?P<op>:\?|:-)(?P<arg>.*))?", re.DOTALL)
+_BRACED = re.compile(r"(?P<name>[A-Za-z_]\w*)(?:(?P<op>:\?|:-|:\+)(?P<arg>.*))?", re.DOTALL)
 
 
 class MissingVariableError(Exception):
@@ -37,7 +41,8 @@ class MissingVariableError(Exception):
 
 
 def interpolate(value: str, variables: Mapping[str, str], seen: set[tuple[str, str, str]] | None = None) -> str:
-    """`value` as Compose passes it on. Only `${NAME:?message}`, `${NAME:-default}` and `$$` are allowed."""
+    """`value` as Compose passes it on. Only `${NAME:?message}`, `${NAME:-default}`, `${NAME:+value}` (`value` when
+    NAME is set and not empty, else empty) and `$$` are allowed."""
 
     def replace(match: re.Match[str]) -> str:
         if match["escaped"]:
@@ -46,7 +51,8 @@ def interpolate(value: str, variables: Mapping[str, str], seen: set[tuple[str, s
         reference = _BRACED.fullmatch(braced) if braced is not None else None
         if reference is None or reference["op"] is None:
             raise AssertionError(
-                f"{match[0]!r} in {value!r}: use ${{NAME:?message}}, ${{NAME:-default}}, or $$ for the shell"
+                f"{match[0]!r} in {value!r}: use ${{NAME:?message}}, ${{NAME:-default}}, ${{NAME:+value}}, or $$ for "
+                "the shell"
             )
         name, op, arg = reference["name"], reference["op"], reference["arg"]
         if seen is not None:
@@ -55,6 +61,8 @@ def interpolate(value: str, variables: Mapping[str, str], seen: set[tuple[str, s
             if not variables.get(name):
                 raise MissingVariableError(f"{name}: {arg}")
             return variables[name]
+        if op == ":+":
+            return arg if variables.get(name) else ""
         return variables.get(name) or arg
 
     return _DOLLAR.sub(replace, value)
@@ -161,9 +169,12 @@ class RecordingEnviron(Mapping[str, str]):
 
 
 def service_environ(service: Mapping[str, Any], approle_dir: Path) -> RecordingEnviron:
-    """The service's environment, with the AppRole volume's mount point and /run/secrets moved to `approle_dir`."""
+    """The service's environment, with the AppRole and vault-ca volumes' mount points and /run/secrets moved to
+    `approle_dir`."""
     moved = {
-        name: str(approle_dir / Path(value).name) if value.startswith((f"{APPROLE_DIR}/", "/run/secrets/")) else value
+        name: str(approle_dir / Path(value).name)
+        if value.startswith((f"{APPROLE_DIR}/", "/run/secrets/", f"{VAULT_CA_DIR}/"))
+        else value
         for name, value in service["environment"].items()
     }
     return RecordingEnviron(moved)

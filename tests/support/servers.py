@@ -94,6 +94,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         CREDENTIALS_AUTH_FAILURES_PER_ADDRESS=settings.hardening.auth_failures_per_address,
         CREDENTIALS_AUTH_FAILURES_PER_KEY=settings.hardening.auth_failures_per_key,
     )
+    if settings.vault.cacert:
+        env["VAULT_CACERT"] = settings.vault.cacert
     env.update(extra)
     return env
 

@@ -22,10 +22,12 @@ from tests.support.compose import (
     APPROLE_DIR,
     HA_SERVICES,
     INIT_SCRIPT,
+    PROD_SERVICES,
     ROOT,
     SERVE,
     SERVICES,
     VARIABLES,
+    VAULT_CA_DIR,
     RecordingEnviron,
     config_path,
     hcl_block,
@@ -53,7 +55,8 @@ DOCKERFILE = ROOT / "service" / "Dockerfile"
 def test_the_stack_has_its_services_and_vault_only_in_its_profile() -> None:
     stack = services()
 
-    assert set(stack) == SERVICES | HA_SERVICES
+    assert set(stack) == SERVICES | HA_SERVICES | PROD_SERVICES
+    assert {name: stack[name]["profiles"] for name in PROD_SERVICES} == {name: ["prod"] for name in PROD_SERVICES}
     assert {name: stack[name].get("profiles") for name in SERVICES} == {
         "postgres": None,
         "openbao": None,
@@ -154,7 +157,7 @@ def test_each_service_waits_for_what_it_needs_in_the_right_state() -> None:
     depends = {
         name: {dep: (spec["condition"], spec.get("required", True)) for dep, spec in service["depends_on"].items()}
         for name, service in stack.items()
-        if "depends_on" in service and name not in HA_SERVICES
+        if "depends_on" in service and name not in HA_SERVICES | PROD_SERVICES
     }
 
     assert depends == {
@@ -164,6 +167,8 @@ def test_each_service_waits_for_what_it_needs_in_the_right_state() -> None:
             "openbao-init": ("service_completed_successfully", True),
             # Only with the vault profile; required: false keeps the default stack valid without it.
             "vault-init": ("service_completed_successfully", False),
+            # Only with the prod profile, likewise.
+            "openbao-tls-init": ("service_completed_successfully", False),
             "postgres": ("service_healthy", True),
         },
         "service": {
@@ -185,12 +190,15 @@ def test_each_service_waits_for_what_it_needs_in_the_right_state() -> None:
 # --- variables --------------------------------------------------------------------------------------------------
 
 
-def test_the_only_variables_are_the_backend_choice_and_the_secret_id_ttl_and_no_password_is_one() -> None:
+def test_the_only_variables_are_the_backend_choice_its_scheme_and_the_secret_id_ttl_and_no_password_is_one() -> None:
     seen: set[tuple[str, str, str]] = set()
     walk(raw_compose(), lambda value: interpolate(value, VARIABLES, seen))
 
     assert {(name, op, arg) for name, op, arg in seen} == {
         ("VAULT_BACKEND", ":-", "openbao"),
+        ("VAULT_SCHEME", ":-", "http"),
+        # The CA only with https (the prod profile); without it, empty, which the service reads as unset.
+        ("VAULT_SCHEME", ":+", f"{VAULT_CA_DIR}/ca.pem"),
         ("SECRET_ID_TTL", ":-", "720h"),
     }
     text = COMPOSE.read_text()
@@ -203,6 +211,10 @@ def test_passwords_reach_the_containers_as_compose_secrets_from_files(tmp_path: 
     assert raw["secrets"] == {
         "postgres_password": {"file": "./secrets/postgres_password"},
         "database_url": {"file": "./secrets/database_url"},
+        # The prod profile's certificates (devtools/make-certs.sh), read by openbao-tls-certs alone.
+        "openbao_tls_key": {"file": "./secrets/tls/server-key.pem"},
+        "openbao_tls_cert": {"file": "./secrets/tls/server.pem"},
+        "openbao_ca": {"file": "./secrets/tls/ca.pem"},
     }
     assert stack["postgres"]["secrets"] == ["postgres_password"]
     assert stack["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
@@ -333,7 +345,11 @@ def test_the_bootstrap_job_reads_the_token_its_backends_init_job_writes_and_writ
     assert token_file == init["environment"]["INIT_TOKEN_FILE"]
     assert bootstrap_job["environment"]["VAULT_ADDR"] == init["environment"]["INIT_ADDR"] == f"http://{backend}:8200"
     # The token read-only; the AppRole directory writable, on the volume the service reads.
-    assert bootstrap_job["volumes"] == ["operator-token:/run/operator-token:ro", f"approle:{APPROLE_DIR}"]
+    assert bootstrap_job["volumes"] == [
+        "operator-token:/run/operator-token:ro",
+        f"approle:{APPROLE_DIR}",
+        f"vault-ca:{VAULT_CA_DIR}:ro",
+    ]
     assert mounts(init)["/run/operator-token"] == "operator-token"
 
 
@@ -346,10 +362,11 @@ def test_the_service_logs_in_with_approle_from_the_bootstrap_jobs_files_and_neve
     assert service["environment"] == {
         "DATABASE_URL_FILE": "/run/secrets/database_url",
         "VAULT_ADDR": f"http://{backend}:8200",
+        "VAULT_CACERT": "",
         "VAULT_ROLE_ID_FILE": f"{APPROLE_DIR}/role_id",
         "VAULT_SECRET_ID_FILE": f"{APPROLE_DIR}/secret_id",
     }
-    assert service["volumes"] == [f"approle:{APPROLE_DIR}:ro"]
+    assert service["volumes"] == [f"approle:{APPROLE_DIR}:ro", f"vault-ca:{VAULT_CA_DIR}:ro"]
     assert "operator-token" not in mounts(service).values()
 
 
@@ -378,7 +395,7 @@ def test_the_service_environment_is_what_the_settings_read(backend: str, tmp_pat
 def test_the_bootstrap_environment_is_what_vault_bootstrap_and_migrate_read(tmp_path: Path) -> None:
     bootstrap_job = services()["bootstrap"]
     variable, _file, _rest = token_reading_command(bootstrap_job["command"])
-    assert set(bootstrap_job["environment"]) == {"DATABASE_URL_FILE", "VAULT_ADDR"}
+    assert set(bootstrap_job["environment"]) == {"DATABASE_URL_FILE", "VAULT_ADDR", "VAULT_CACERT"}
     (tmp_path / "database_url").write_text("postgresql://credentials:compose-test-password@postgres:5432/credentials\n")
     environ = RecordingEnviron(
         {
@@ -476,3 +493,124 @@ def test_the_shell_in_compose_and_the_init_script_parse_as_posix_sh() -> None:
         assert (name, result.returncode, result.stderr) == (name, 0, "")
     result = subprocess.run([posix_sh(), "-n", str(INIT_SCRIPT)], capture_output=True, text=True, check=False)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+# --- the `prod` profile: TLS between the service and OpenBao -----------------------------------------------------
+
+PROD = {"VAULT_BACKEND": "openbao-tls", "VAULT_SCHEME": "https"}
+
+
+def certificate_names(tmp_path: Path) -> tuple[set[str], list[str]]:
+    """The files devtools/make-certs.sh writes, and the names its server certificate is valid for (run for real)."""
+    directory = tmp_path / "tls"
+    subprocess.run(
+        [posix_sh(), str(ROOT / "devtools" / "make-certs.sh"), str(directory)], check=True, capture_output=True
+    )
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(directory / "server.pem"), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {path.name for path in directory.iterdir()}, re.findall(r"DNS:([\w.-]+)", text)
+
+
+def test_the_prod_profile_runs_openbao_with_a_tls_listener_on_the_certificates_make_certs_writes(
+    tmp_path: Path,
+) -> None:
+    stack, raw = services(**PROD), raw_compose()
+    server, certs_job = stack["openbao-tls"], stack["openbao-tls-certs"]
+    volumes = mounts(server)
+    config = (ROOT / volumes[config_path(server)]).read_text()
+    listener = hcl_block(config, r'listener\s+"tcp"')
+    cert, key = hcl_string(listener, "tls_cert_file"), hcl_string(listener, "tls_key_file")
+    written, names = certificate_names(tmp_path)
+
+    assert volumes[config_path(server)] == "./vault/server-tls.hcl"
+    assert "tls_disable" not in listener
+    assert hcl_string(config, "api_addr") == "https://openbao-tls:8200"
+    assert "openbao-tls" in names
+    # The key and certificate sit on a volume only the server (read-only) and the job that installs them mount.
+    assert (str(Path(cert).parent), str(Path(key).parent)) == ("/openbao/tls", "/openbao/tls")
+    assert "openbao-tls:/openbao/tls:ro" in server["volumes"]
+    assert [name for name, service in stack.items() if "openbao-tls" in mounts(service).values()] == [
+        "openbao-tls-certs",
+        "openbao-tls",
+    ]
+    assert server["depends_on"] == {"openbao-tls-certs": {"condition": "service_completed_successfully"}}
+    # The job installs what make-certs.sh wrote: the key for the server's user alone, the CA for the clients too.
+    assert {name: raw["secrets"][name]["file"] for name in certs_job["secrets"]} == {
+        "openbao_tls_key": "./secrets/tls/server-key.pem",
+        "openbao_tls_cert": "./secrets/tls/server.pem",
+        "openbao_ca": "./secrets/tls/ca.pem",
+    }
+    assert {Path(raw["secrets"][name]["file"]).name for name in certs_job["secrets"]} <= written
+    (script,) = certs_job["command"]
+    assert certs_job["entrypoint"] == ["/bin/sh", "-c"]
+    assert script.split(" && ") == [
+        f"install -o openbao -g openbao -m 0400 /run/secrets/openbao_tls_key {key}",
+        f"install -o openbao -g openbao -m 0444 /run/secrets/openbao_tls_cert {cert}",
+        "install -m 0444 /run/secrets/openbao_ca /openbao/tls/ca.pem",
+        f"install -m 0444 /run/secrets/openbao_ca {VAULT_CA_DIR}/ca.pem",
+    ]
+    assert mounts(certs_job) == {"/openbao/tls": "openbao-tls", VAULT_CA_DIR: "vault-ca"}
+    result = subprocess.run([posix_sh(), "-n", "-c", script], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stderr) == (0, "")
+    # Healthy as openbao is (the listener answers, sealed or not), asked over TLS with the CA.
+    assert server["healthcheck"]["test"] == [
+        "CMD-SHELL",
+        "bao status -address=https://127.0.0.1:8200 -ca-cert=/openbao/tls/ca.pem >/dev/null 2>&1; [ $? -ne 1 ]",
+    ]
+    storage = hcl_block(config, r'storage\s+"raft"')
+    audit_log = hcl_string(hcl_block(config, r'audit\s+"file"\s+"file"'), "file_path")
+    assert volumes[hcl_string(storage, "path")] == "openbao-tls-data"
+    assert volumes[str(Path(audit_log).parent)] == "openbao-tls-audit"
+    assert not [arg for arg in server["command"] if arg.startswith("-dev")]
+
+
+def test_in_the_prod_profile_nothing_speaks_plain_http_to_openbao_and_every_client_checks_the_ca(
+    tmp_path: Path,
+) -> None:
+    stack = services(**PROD)
+    init, bootstrap_job, service = stack["openbao-tls-init"], stack["bootstrap"], stack["service"]
+    ca = f"{VAULT_CA_DIR}/ca.pem"
+    _written, names = certificate_names(tmp_path)
+
+    assert init["environment"]["INIT_ADDR"] == "https://openbao-tls:8200"
+    assert init["environment"]["INIT_CACERT"] == ca
+    for job in (bootstrap_job, service):
+        assert (job["environment"]["VAULT_ADDR"], job["environment"]["VAULT_CACERT"]) == (
+            "https://openbao-tls:8200",
+            ca,
+        )
+    for job in (init, bootstrap_job, service):
+        assert f"vault-ca:{VAULT_CA_DIR}:ro" in job["volumes"]
+    # Every OpenBao address the prod profile's clients use is https, on a host its certificate names.
+    addresses = re.findall(r"\b(\w+)://([\w.-]+):8200\b", json.dumps([stack[name] for name in PROD_SERVICES]))
+    addresses += [tuple(job["environment"]["VAULT_ADDR"].split(":")[:2]) for job in (bootstrap_job, service)]
+    assert {scheme for scheme, _host in addresses} == {"https"}
+    assert {host.removeprefix("//") for _scheme, host in addresses} <= {*names, "127.0.0.1"}
+    # The bootstrap job reads the operator token the TLS init job writes.
+    _variable, token_file, _rest = token_reading_command(bootstrap_job["command"])
+    assert token_file == init["environment"]["INIT_TOKEN_FILE"] == "/run/operator-token/openbao-tls"
+    assert mounts(init)["/run/operator-token"] == "operator-token"
+    assert init["entrypoint"] == ["/bin/sh", "/usr/local/bin/compose-init.sh"]
+    assert mounts(init)["/usr/local/bin/compose-init.sh"] == "./vault/compose-init.sh"
+
+
+def test_the_prod_service_environment_is_what_the_settings_read_with_the_ca(tmp_path: Path) -> None:
+    import certifi
+
+    service = services(**PROD)["service"]
+    (tmp_path / "role_id").write_text("compose-test-role-id\n")
+    (tmp_path / "secret_id").write_text("compose-test-secret-id\n")
+    (tmp_path / "database_url").write_text("postgresql://credentials:compose-test-password@postgres:5432/credentials")
+    # A real PEM bundle where the vault-ca volume's ca.pem would be.
+    (tmp_path / "ca.pem").write_text(Path(certifi.where()).read_text())
+    environ = service_environ(service, tmp_path)
+
+    vault = Settings.from_env(environ).vault
+
+    assert set(environ) <= environ.asked
+    assert (vault.addr, vault.cacert) == ("https://openbao-tls:8200", str(tmp_path / "ca.pem"))
+    assert vault.uses_approle

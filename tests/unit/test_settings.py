@@ -146,3 +146,29 @@ def test_a_placeholder_secret_is_refused_outside_dev_mode() -> None:
 def test_bad_values_are_named(variable: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({**BASE, variable: value, "CREDENTIALS_DEV_MODE": "true"})
+
+
+def test_vault_cacert_is_a_readable_pem_ca_bundle_or_start_up_stops_naming_it(tmp_path: Path) -> None:
+    import certifi
+
+    assert Settings.from_env(BASE).vault.cacert is None
+    assert Settings.from_env({**BASE, "VAULT_CACERT": ""}).vault.cacert is None
+    assert Settings.from_env({**BASE, "VAULT_CACERT": certifi.where()}).vault.cacert == certifi.where()
+    fix = "set it to the PEM file of the CA that signed Vault's certificate (just compose-certs writes one)"
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    der = tmp_path / "ca.der"
+    der.write_bytes(b"\x30\x82\x01\x0a\x02\x82\x01\x01")
+    refusals = {
+        str(tmp_path / "missing.pem"): "cannot be read (No such file or directory)",
+        str(tmp_path): "cannot be read (Is a directory)",
+        str(der): "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+        str(broken): "is not a valid PEM CA bundle",
+    }
+    for path, why in refusals.items():
+        with pytest.raises(ConfigError) as refused:
+            Settings.from_env({**BASE, "VAULT_CACERT": path})
+        message = str(refused.value)
+        assert message.startswith(f"VAULT_CACERT={path!r} {why}"), message
+        assert message.endswith(f"; {fix}")
+        assert "\n" not in message

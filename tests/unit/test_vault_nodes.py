@@ -106,3 +106,25 @@ def test_a_lost_cas_write_is_checked_by_reading_the_version_it_asked_for() -> No
     assert POLICY.cas_read_path("POST", "/v1/transit/encrypt/k", body) is None
     assert cas_of({"options": {"cas": True}}) is None
     assert cas_of({"options": {}}) is None
+
+
+@pytest.mark.parametrize("addrs", [["https://bao1:8200"], ["https://bao1:8200", "https://bao2:8200"]])
+def test_every_hvac_session_checks_vault_against_the_ca_it_is_given_and_nothing_from_the_environment(
+    addrs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import certifi
+
+    from vault.client import make_client
+    from vault.nodes import FailoverSession
+
+    # requests would read these when trust_env is on, hvac when no verify is passed: neither may count.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/requests.pem")
+    monkeypatch.setenv("VAULT_CACERT", "/nonexistent/vault.pem")
+    with_ca = make_client(addrs, "", pool_size=1, timeout=1, cacert=certifi.where())
+    without = make_client(addrs, "", pool_size=1, timeout=1)
+
+    # One node: a plain session; several: the failover session, whose health probes use the session's setting.
+    assert isinstance(with_ca.adapter.session, FailoverSession) is (len(addrs) > 1)
+    assert (with_ca.adapter.session.verify, with_ca.adapter._kwargs["verify"]) == (certifi.where(), certifi.where())
+    assert (without.adapter.session.verify, without.adapter._kwargs["verify"]) == (True, True)
+    assert with_ca.adapter.session.trust_env is False

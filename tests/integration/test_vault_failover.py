@@ -68,7 +68,7 @@ async def test_a_dead_first_node_is_skipped_and_the_audited_headers_reach_the_li
         assert (await store.read(call, "cred-1", stored.version)).reveal() == b"s3cret-value"
         await store.destroy(call, "cred-1")
     finally:
-        store.close()
+        await store.aclose()
 
     entries = [json.loads(line) for line in bao.audit_log.read_text().splitlines()]
     mine = [e for e in entries if e["request"].get("headers", {}).get("x-request-id") == [call.request_id]]
@@ -108,4 +108,4 @@ async def test_a_call_lost_in_flight_is_repeated_only_when_repeating_it_is_safe(
             )
         await store.destroy(call, "cred-2")
     finally:
-        store.close()
+        await store.aclose()

@@ -184,11 +184,13 @@ class NodeRing:
         start = self._preferred
         return [(start + step) % len(self.addrs) for step in range(len(self.addrs))]
 
-    def served(self, index: int) -> None:
-        """``index`` answered: ask it first from now on."""
-        if index != self._preferred:
-            with self._lock:
-                self._preferred = index
+    def moved_to(self, index: int) -> None:
+        """A call that failed on other nodes was answered by ``index``: ask it first, and look the active node up again
+        before the next call (``index`` may be a standby, and calls answered meanwhile by the node that was preferred
+        must not undo a lookup made since)."""
+        with self._lock:
+            self._preferred = index
+            self._rediscover = True
 
     def failed(self) -> None:
         """An attempt failed: look the active node up again before the next call."""
@@ -226,6 +228,7 @@ class Walk:
         self.wait_seconds = wait_seconds
         self.lost = False
         """An attempt was lost in flight: a check-and-set refusal after it may mean that attempt landed."""
+        self.failures = 0
 
     def __iter__(self) -> Iterator[tuple[int, float]]:
         deadline = time.monotonic() + self.wait_seconds
@@ -238,8 +241,14 @@ class Walk:
                 return
             pause = self.ring.pause_seconds
 
+    def served(self, index: int) -> None:
+        """Node ``index`` gave the answer; when an attempt failed before, the ring moves to it."""
+        if self.failures:
+            self.ring.moved_to(index)
+
     def failed(self, index: int, failure: Failure, method: str, path: str) -> bool:
         """Record a failed attempt on node ``index``; False when the call must not be sent again."""
+        self.failures += 1
         self.ring.failed()
         if failure is Failure.LOST:
             if self.lost or not self.replay_safe:
@@ -325,7 +334,7 @@ class FailoverSession(requests.Session):
                 if failure is None:
                     if walk.lost and response.status_code == 400:
                         response = self._landed_or(response, method, path, body, node, kwargs)
-                    self.ring.served(index)
+                    walk.served(index)
                     return response
                 last_error, last_response = None, response
             if not walk.failed(index, failure, method, path):

@@ -110,6 +110,8 @@ class SecretStore:
         failover_seconds: float = 10.0,
     ) -> None:
         self._client = client
+        self.ring = ring or NodeRing([str(client.url).rstrip("/")])
+        """The Vault nodes and the one asked first, shared by the hvac session and the aiohttp transport."""
         self._auth = token_manager or TokenManager(client)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vault")
         self.transit_mount = transit_mount
@@ -122,7 +124,7 @@ class SecretStore:
         if fast_path is not None:
             # The same nodes, in the same order of preference, as the hvac client's failover session (``ring``).
             self._http = VaultTransport(
-                ring or str(client.url),
+                self.ring,
                 lambda: str(client.token),
                 pool_size=workers,
                 timeout=timeout,

@@ -191,7 +191,7 @@ class VaultTransport:
                 if failure is None:
                     if walk.lost and status == 400:
                         status, raw = await self._landed_or(session, (status, raw), method, path, body, node, headers)
-                    self._ring.served(index)
+                    walk.served(index)
                     return status, raw
                 error, refused = None, (status, raw)
             if not walk.failed(index, failure, method, path):

@@ -87,6 +87,7 @@ listener "tcp" {{
   tls_disable = true
 }}
 api_addr = "{node.addr}"
+disable_standby_reads = true  # standbys forward everything to the active node, which audits it (see vault/server-ha.hcl)
 cluster_addr = "https://127.0.0.1:{node.cluster_port}"
 disable_mlock = true
 audit "file" "file" {{

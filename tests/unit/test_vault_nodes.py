@@ -122,13 +122,13 @@ def test_a_lost_cas_write_is_checked_by_reading_the_version_it_asked_for() -> No
 
 def test_a_walk_starts_at_the_node_that_served_last_and_pauses_between_rounds() -> None:
     ring = NodeRing(["http://a:8200", "http://b:8200", "http://c:8200"], pause_seconds=0.01)
-    ring.served(1)
+    ring.moved_to(1)
     walk = Walk(ring, replay_safe=True, wait_seconds=0.0)
 
     steps = list(walk)
 
     assert steps == [(1, 0.0), (2, 0.0), (0, 0.0)]  # one round: the wait is over
-    ring.served(2)
+    ring.moved_to(2)
     rounds = iter(Walk(ring, replay_safe=True, wait_seconds=5.0))
     assert [next(rounds) for _ in range(4)] == [(2, 0.0), (0, 0.0), (1, 0.0), (2, 0.01)]
 
@@ -165,3 +165,19 @@ async def test_aiohttp_errors_are_classified_like_requests_ones() -> None:
     assert classify_exception(aiohttp.ServerDisconnectedError()) is Failure.LOST
     assert classify_exception(aiohttp.ClientOSError(104, "Connection reset by peer")) is Failure.LOST
     assert classify_exception(TimeoutError()) is Failure.LOST
+
+
+def test_only_a_call_that_moved_moves_the_ring_and_the_active_node_is_looked_up_after_it() -> None:
+    ring = NodeRing(["http://a:8200", "http://b:8200"], pause_seconds=0.0)
+    assert ring.lookup_due()  # several nodes: the first call looks the active node up
+    ring.found_active(0)
+    assert not ring.lookup_due()
+
+    Walk(ring, replay_safe=True, wait_seconds=1.0).served(1)  # answered without a failure: no move
+    assert (ring.preferred, ring.lookup_due()) == ("http://a:8200", False)
+
+    moved = Walk(ring, replay_safe=True, wait_seconds=1.0)
+    moved.failed(0, Failure.REFUSED, "GET", "/v1/x")
+    moved.served(1)
+    assert ring.preferred == "http://b:8200"
+    assert ring.lookup_due()  # b may be a standby: the next call asks sys/health again

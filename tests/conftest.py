@@ -27,6 +27,10 @@ from tests.support.api import Caller, MakeCaller
 from tests.support.servers import env_for, running_app, serving, settings_for
 from tests.support.tokens import AUDIENCE, HS256_SECRET, ISSUER, write_jwks
 
+# The OAuth token endpoint's fixtures (``token_server``, ``endpoint``, and ``app``, an app allowed to call it), for
+# every module that needs them; a module's own ``app`` fixture takes precedence.
+pytest_plugins = ("tests.support.oauth",)
+
 
 def docker_answers() -> bool:
     docker = shutil.which("docker")

@@ -14,7 +14,7 @@ import hvac.adapters
 import requests
 
 from vault import metrics, tracing
-from vault.nodes import FailoverSession, RetryPolicy, mount_pools
+from vault.nodes import FailoverSession, NodeRing, RetryPolicy, mount_pools
 
 # Headers that the bootstrap registers as audited (hmac=false), so each Vault audit entry names the API request,
 # the acting principal and the workspace in clear text. Vault stores audited header names in lowercase.
@@ -65,11 +65,13 @@ def make_client(
     policy: RetryPolicy | None = None,
     failover_seconds: float = 10.0,
     cacert: str | None = None,
+    ring: NodeRing | None = None,
 ) -> hvac.Client:
     """An hvac client with the url and token given explicitly.
 
     ``addr`` is one node, or the nodes of an HA cluster: then every call goes through a ``FailoverSession``
-    (``vault/nodes.py``), which skips nodes that cannot serve and waits up to ``failover_seconds`` for one that can.
+    (``vault/nodes.py``), which skips nodes that cannot serve and waits up to ``failover_seconds`` for one that can;
+    ``ring`` shares its choice of node with the store's aiohttp transport.
     hvac silently falls back to ``VAULT_TOKEN`` and ``~/.vault-token`` when ``token`` is None, so an empty
     string is passed until a login sets a real one. The HTTP pool holds one connection per worker thread (per node),
     so no call waits for a connection or opens a throwaway one. ``cacert`` (``VAULT_CACERT``) is the PEM file of the
@@ -77,7 +79,9 @@ def make_client(
     """
     addrs = (addr,) if isinstance(addr, str) else tuple(addr)
     session = (
-        FailoverSession(addrs, policy=policy, wait_seconds=failover_seconds) if len(addrs) > 1 else requests.Session()
+        FailoverSession(addrs, policy=policy, wait_seconds=failover_seconds, ring=ring)
+        if len(addrs) > 1
+        else requests.Session()
     )
     # No proxy variables, .netrc or CA-bundle variables from the environment: Vault traffic goes where VAULT_ADDR
     # says, and requests stops stat-ing ~/.netrc on every call (seen on the hot path in a profile).

@@ -1,7 +1,9 @@
 """Several Vault/OpenBao nodes of one HA cluster: which node to call, what a failure means, when to call again.
 
 The policy is a set of pure functions (``parse_addrs``, ``classify_response``, ``classify_exception``,
-``replay_safe``, ``cas_of``) so any transport can apply it; ``FailoverSession`` applies it to every call hvac makes.
+``replay_safe``, ``cas_of``, ``landed_write``) and two small objects, ``NodeRing`` (which node to ask first) and
+``Walk`` (one call's attempts over the nodes), so that both transports apply the same rules: ``FailoverSession`` to
+every call hvac makes, ``vault.transport.VaultTransport`` to the request path's aiohttp calls.
 
 A failure is one of three kinds:
 
@@ -28,11 +30,12 @@ import json as jsonlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import requests
 import requests.adapters
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
@@ -89,9 +92,12 @@ def classify_response(path: str, status: int, text: str = "") -> Failure | None:
     return None
 
 
-def classify_exception(exc: requests.RequestException) -> Failure:
-    """UNREACHABLE when nothing was sent (connection refused, connect timeout, DNS), else LOST."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+def classify_exception(exc: BaseException) -> Failure:
+    """UNREACHABLE when nothing was sent (connection refused, connect timeout, DNS), else LOST; for the exceptions of
+    requests (hvac) and of aiohttp (``vault.transport``)."""
+    if isinstance(
+        exc, requests.exceptions.ConnectTimeout | aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+    ):
         return Failure.UNREACHABLE
     if isinstance(exc, requests.exceptions.ConnectionError):
         reason = exc.args[0] if exc.args else None
@@ -150,28 +156,18 @@ class NoNodeAvailable(requests.exceptions.ConnectionError):
     """Every node refused or could not be reached until the wait ran out (hvac callers see a ConnectionError)."""
 
 
-class FailoverSession(requests.Session):
-    """A ``requests.Session`` that sends each call hvac makes to the first node able to serve it.
+class NodeRing:
+    """The nodes of one cluster and the one to ask first, shared by every transport of one store (thread-safe).
 
-    hvac joins its ``base_uri`` (the first node) to each path; the session swaps in the node it sends to. The node
-    that served last is asked first; after a failure, the active node is looked up again (``sys/health``, not
-    audited) so that reads go to the node that holds the newest data rather than to a standby that may lag.
+    The node that served last is asked first. After a failure the active node is looked up again (each transport
+    asks ``sys/health``, which is not audited, at most every ``pause_seconds``), so that calls go back to the node
+    holding the newest data rather than stay on a standby that may lag (OpenBao standbys serve reads locally).
     """
 
-    def __init__(
-        self,
-        addrs: Sequence[str],
-        *,
-        policy: RetryPolicy | None = None,
-        wait_seconds: float = 10.0,
-        pause_seconds: float = 0.1,
-    ) -> None:
-        super().__init__()
+    def __init__(self, addrs: Sequence[str], *, pause_seconds: float = 0.1) -> None:
         if not addrs:
             raise ValueError("at least one Vault address is needed")
         self.addrs = tuple(addrs)
-        self.policy = policy or RetryPolicy()
-        self.wait_seconds = wait_seconds
         self.pause_seconds = pause_seconds
         self._preferred = 0
         self._lock = threading.Lock()
@@ -183,6 +179,129 @@ class FailoverSession(requests.Session):
         """The node asked first right now."""
         return self.addrs[self._preferred]
 
+    def order(self) -> list[int]:
+        """The nodes' indexes in the order to try them: the preferred one first."""
+        start = self._preferred
+        return [(start + step) % len(self.addrs) for step in range(len(self.addrs))]
+
+    def moved_to(self, index: int) -> None:
+        """A call that failed on other nodes was answered by ``index``: ask it first, and look the active node up again
+        before the next call (``index`` may be a standby, and calls answered meanwhile by the node that was preferred
+        must not undo a lookup made since)."""
+        with self._lock:
+            self._preferred = index
+            self._rediscover = True
+
+    def failed(self) -> None:
+        """An attempt failed: look the active node up again before the next call."""
+        self._rediscover = True
+
+    def lookup_due(self) -> bool:
+        """True when the caller should look the active node up now (then it calls ``found_active``)."""
+        if not self._rediscover:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if now < self._rediscover_after:
+                return False
+            self._rediscover_after = now + self.pause_seconds
+        return True
+
+    def found_active(self, index: int) -> None:
+        with self._lock:
+            moved, self._preferred, self._rediscover = index != self._preferred, index, False
+        if moved:
+            log.info("Vault: the active node is now %s", self.addrs[index])
+
+
+class Walk:
+    """One call's way over the nodes under the policy above; the transport makes each attempt and reports it.
+
+    Iterating gives ``(index, pause)``: the node to try next and the seconds to wait before trying it (a new round
+    over every node while an election is under way). It ends when ``wait_seconds`` have passed; ``failed`` says
+    whether the call may go on after a failed attempt.
+    """
+
+    def __init__(self, ring: NodeRing, *, replay_safe: bool, wait_seconds: float) -> None:
+        self.ring = ring
+        self.replay_safe = replay_safe
+        self.wait_seconds = wait_seconds
+        self.lost = False
+        """An attempt was lost in flight: a check-and-set refusal after it may mean that attempt landed."""
+        self.failures = 0
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        deadline = time.monotonic() + self.wait_seconds
+        pause = 0.0
+        while True:
+            for index in self.ring.order():
+                yield index, pause
+                pause = 0.0
+            if time.monotonic() >= deadline:
+                return
+            pause = self.ring.pause_seconds
+
+    def served(self, index: int) -> None:
+        """Node ``index`` gave the answer; when an attempt failed before, the ring moves to it."""
+        if self.failures:
+            self.ring.moved_to(index)
+
+    def failed(self, index: int, failure: Failure, method: str, path: str) -> bool:
+        """Record a failed attempt on node ``index``; False when the call must not be sent again."""
+        self.failures += 1
+        self.ring.failed()
+        if failure is Failure.LOST:
+            if self.lost or not self.replay_safe:
+                return False
+            self.lost = True
+        # A lost call is worth a warning (it may have been carried out); refusals are routine in an election.
+        level = logging.WARNING if failure is Failure.LOST else logging.INFO
+        node = self.ring.addrs[index]
+        log.log(level, "Vault node %s: %s on %s %s; trying another node", node, failure.value, method, path)
+        return True
+
+
+def cas_refused(text: str) -> bool:
+    """A 400 answer's body says the write was refused for check-and-set."""
+    return "check-and-set" in text
+
+
+def landed_write(body: Any, stored: Mapping[str, Any]) -> dict[str, Any] | None:
+    """After a lost check-and-set write was refused on its repeat: when the version read back (``stored``, the JSON of
+    ``RetryPolicy.cas_read_path``) holds the data sent, the answer the write would have had; else None."""
+    data = stored.get("data") or {}
+    if not isinstance(body, Mapping) or data.get("data") != body.get("data"):
+        return None
+    return {"data": data.get("metadata") or {}}
+
+
+class FailoverSession(requests.Session):
+    """A ``requests.Session`` that sends each call hvac makes to the first node able to serve it.
+
+    hvac joins its ``base_uri`` (the first node) to each path; the session swaps in the node it sends to, as the
+    ``NodeRing`` (possibly shared with the store's aiohttp transport) and a ``Walk`` say.
+    """
+
+    def __init__(
+        self,
+        addrs: Sequence[str],
+        *,
+        policy: RetryPolicy | None = None,
+        wait_seconds: float = 10.0,
+        pause_seconds: float = 0.1,
+        ring: NodeRing | None = None,
+    ) -> None:
+        super().__init__()
+        self.ring = ring or NodeRing(addrs, pause_seconds=pause_seconds)
+        self.addrs = self.ring.addrs
+        self.policy = policy or RetryPolicy()
+        self.wait_seconds = wait_seconds
+
+    @property
+    def preferred(self) -> str:
+        """The node asked first right now."""
+        return self.ring.preferred
+
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         method, url = _text(method), _text(url)
         path = self._path(url)
@@ -190,47 +309,37 @@ class FailoverSession(requests.Session):
             return super().request(method, url, *args, **kwargs)
         # A standby's redirect is handled here (another node is asked), never followed blindly to a dead leader.
         kwargs["allow_redirects"] = False
-        if self._rediscover:
+        if self.ring.lookup_due():
             self._find_active(kwargs.get("timeout"))
         return self._attempt(method, path, args, kwargs)
 
     def _attempt(self, method: str, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> requests.Response:
         body = kwargs.get("json")
-        deadline = time.monotonic() + self.wait_seconds
-        lost_once = False
+        walk = Walk(self.ring, replay_safe=self.policy.replay_safe(method, path, body), wait_seconds=self.wait_seconds)
         last_error: Exception | None = None
         last_response: requests.Response | None = None
-        while True:
-            start = self._preferred
-            for step in range(len(self.addrs)):
-                index = (start + step) % len(self.addrs)
-                node = self.addrs[index]
-                failure: Failure | None
-                try:
-                    response = super().request(method, node + path, *args, **kwargs)
-                except requests.RequestException as exc:
-                    failure = classify_exception(exc)
-                    last_error, last_response = exc, None
-                else:
-                    text = response.text if response.status_code == 500 else ""
-                    failure = classify_response(path, response.status_code, text)
-                    if failure is None:
-                        if lost_once and response.status_code == 400:
-                            response = self._landed_or(response, method, path, body, node, kwargs)
-                        self._serve_from(index, moved=step > 0)
-                        return response
-                    last_error, last_response = None, response
-                self._rediscover = True
-                if failure is Failure.LOST:
-                    if lost_once or not self.policy.replay_safe(method, path, body):
-                        return self._give_up(last_response, last_error)
-                    lost_once = True
-                # A lost call is worth a warning (it may have been carried out); refusals are routine in an election.
-                level = logging.WARNING if failure is Failure.LOST else logging.INFO
-                log.log(level, "Vault node %s: %s on %s %s; trying another node", node, failure.value, method, path)
-            if time.monotonic() >= deadline:
-                return self._give_up(last_response, last_error)
-            time.sleep(self.pause_seconds)
+        for index, pause in walk:
+            if pause:
+                time.sleep(pause)
+            node = self.addrs[index]
+            failure: Failure | None
+            try:
+                response = super().request(method, node + path, *args, **kwargs)
+            except requests.RequestException as exc:
+                failure = classify_exception(exc)
+                last_error, last_response = exc, None
+            else:
+                text = response.text if response.status_code == 500 else ""
+                failure = classify_response(path, response.status_code, text)
+                if failure is None:
+                    if walk.lost and response.status_code == 400:
+                        response = self._landed_or(response, method, path, body, node, kwargs)
+                    walk.served(index)
+                    return response
+                last_error, last_response = None, response
+            if not walk.failed(index, failure, method, path):
+                break
+        return self._give_up(last_response, last_error)
 
     def _landed_or(
         self,
@@ -243,20 +352,18 @@ class FailoverSession(requests.Session):
     ) -> requests.Response:
         """After a lost check-and-set write, a check-and-set refusal may mean the lost attempt landed: look."""
         read_path = self.policy.cas_read_path(method, path, body)
-        if read_path is None or "check-and-set" not in refused.text:
+        if read_path is None or not cas_refused(refused.text):
             return refused
         read_kwargs = {k: v for k, v in kwargs.items() if k not in ("json", "data")}
         try:
             stored = super().request("GET", node + read_path, **read_kwargs)
         except requests.RequestException:
             return refused
-        if stored.status_code != 200:
-            return refused
-        data = stored.json().get("data") or {}
-        if data.get("data") != body.get("data"):
+        answer = landed_write(body, stored.json()) if stored.status_code == 200 else None
+        if answer is None:
             return refused
         log.warning("Vault: a lost write to %s had landed; reporting it as done", path)
-        return _json_response(stored, {"data": data.get("metadata") or {}})
+        return _json_response(stored, answer)
 
     def _give_up(self, response: requests.Response | None, error: Exception | None) -> requests.Response:
         if response is not None:
@@ -265,18 +372,8 @@ class FailoverSession(requests.Session):
             raise error
         raise NoNodeAvailable("no Vault node could serve the request")
 
-    def _serve_from(self, index: int, *, moved: bool) -> None:
-        if moved:
-            with self._lock:
-                self._preferred = index
-
     def _find_active(self, timeout: Any) -> None:
-        """Ask each node's ``sys/health`` which one is active; prefer it. At most every ``pause_seconds``."""
-        now = time.monotonic()
-        with self._lock:
-            if now < self._rediscover_after:
-                return
-            self._rediscover_after = now + self.pause_seconds
+        """Ask each node's ``sys/health`` which one is active; prefer it."""
         probe = min(float(timeout), 1.0) if isinstance(timeout, int | float) else 1.0
         for index, node in enumerate(self.addrs):
             try:
@@ -284,10 +381,7 @@ class FailoverSession(requests.Session):
             except requests.RequestException:
                 continue
             if health.status_code == 200:
-                with self._lock:
-                    moved, self._preferred, self._rediscover = index != self._preferred, index, False
-                if moved:
-                    log.info("Vault: the active node is now %s", node)
+                self.ring.found_active(index)
                 return
 
     def _path(self, url: str) -> str | None:

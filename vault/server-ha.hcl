@@ -19,6 +19,11 @@ listener "tcp" {
 
 disable_mlock = true
 
+# Standbys forward every request to the active node instead of serving reads themselves. OpenBao 2.7.2's
+# read-enabled standbys (the default) wrote no audit entry for the transit calls and KV reads they served (measured
+# on the drills' cluster), and their reads may lag a write just made; the service needs both audited and fresh.
+disable_standby_reads = true
+
 # Exactly vault/server.hcl's device: OpenBao refuses to unseal a node whose declared audit devices differ from the
 # cluster's.
 audit "file" "file" {

@@ -24,6 +24,11 @@ cluster_addr = "https://openbao:8201"
 # (it would lock the memory-mapped database). Production also disables swap on the host.
 disable_mlock = true
 
+# Standbys forward every request to the active node instead of serving reads themselves. OpenBao 2.7.2's
+# read-enabled standbys (the default) wrote no audit entry for the transit calls and KV reads they served (measured
+# on the drills' cluster), and their reads may lag a write just made; the service needs both audited and fresh.
+disable_standby_reads = true
+
 # OpenBao refuses to enable audit devices through the API (unsafe_allow_api_audit_creation defaults to false
 # since 2.3.2), so the device is declared here; it exists from the first request after unseal. The security
 # team reads this file (on the openbao-audit volume) to trace every secret access to an API request.

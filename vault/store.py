@@ -24,7 +24,7 @@ from vault.auth import AppRoleLogin, AppRoleTokenManager, TokenInfo, TokenManage
 from vault.batcher import Batcher, Caller
 from vault.client import ACTOR_HEADER, REQUEST_ID_HEADER, WORKSPACE_HEADER, audit_headers, make_client
 from vault.errors import VaultError, VaultPermissionDenied, VaultRequestRejected, translated
-from vault.nodes import RetryPolicy
+from vault.nodes import NodeRing, RetryPolicy
 from vault.secret import Secret
 from vault.transport import Headers, VaultTransport, headers_of
 
@@ -107,8 +107,12 @@ class SecretStore:
         fast_path: FastPath | None = FastPath(),
         timeout: float = 5.0,
         cacert: str | None = None,
+        ring: NodeRing | None = None,
+        failover_seconds: float = 10.0,
     ) -> None:
         self._client = client
+        self.ring = ring or NodeRing([str(client.url).rstrip("/")])
+        """The Vault nodes and the one asked first, shared by the hvac session and the aiohttp transport."""
         self._auth = token_manager or TokenManager(client)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vault")
         self.transit_mount = transit_mount
@@ -119,8 +123,15 @@ class SecretStore:
         self._encrypts: Batcher | None = None
         self._decrypts: Batcher | None = None
         if fast_path is not None:
+            # The same nodes, in the same order of preference, as the hvac client's failover session (``ring``).
             self._http = VaultTransport(
-                str(client.url), lambda: str(client.token), pool_size=workers, timeout=timeout, cacert=cacert
+                self.ring,
+                lambda: str(client.token),
+                pool_size=workers,
+                timeout=timeout,
+                policy=RetryPolicy(kv_mount=kv_mount, transit_mount=transit_mount),
+                wait_seconds=failover_seconds,
+                cacert=cacert,
             )
             wait, size = fast_path.batch_max_wait, fast_path.batch_max_size
             self._encrypts = Batcher(self._batch_call("encrypt"), max_wait=wait, max_size=size)
@@ -146,20 +157,20 @@ class SecretStore:
         Nothing is sent to Vault until ``start()``."""
         # An empty token until the AppRole login sets one: hvac would fall back to VAULT_TOKEN on None.
         token = "" if isinstance(login, AppRoleLogin) else login
-        if not isinstance(addr, str) and len(addr) > 1:
-            # Several nodes: every call goes through hvac's failover session (vault.nodes), which finds the active
-            # node, skips sealed or unreachable ones and replays only what is safe. The aiohttp fast path speaks to
-            # one address and has no failover of its own yet.
-            fast_path = None
+        # Several nodes: hvac's failover session and the aiohttp fast path apply one policy (vault.nodes) over one ring
+        # of nodes, so both find the active node, skip sealed or unreachable ones and replay only what is safe.
+        addrs = (addr,) if isinstance(addr, str) else tuple(addr)
+        ring = NodeRing(addrs)
         policy = RetryPolicy(kv_mount=kv_mount, transit_mount=transit_mount)
         client = make_client(
-            addr,
+            addrs,
             token,
             pool_size=workers,
             timeout=timeout,
             policy=policy,
             failover_seconds=failover_seconds,
             cacert=cacert,
+            ring=ring,
         )
         manager = AppRoleTokenManager(client, login) if isinstance(login, AppRoleLogin) else TokenManager(client)
         return cls(
@@ -172,6 +183,8 @@ class SecretStore:
             fast_path=fast_path,
             timeout=timeout,
             cacert=cacert,
+            ring=ring,
+            failover_seconds=failover_seconds,
         )
 
     @property

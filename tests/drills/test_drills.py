@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import secrets
+import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,8 +31,10 @@ from bench.vault_limits import measure
 from tests.drills.cluster import BaoCluster, PgPair, ServiceInstance, start_bao_cluster, start_pg_pair
 from tests.drills.load import API, MixedLoad, Report
 from tests.support.api import new_credential
+from tests.support.oauth import TokenEndpoint, oauth_secret
 from tests.support.servers import CREDCTL, TEST_ENVIRONMENT
-from vault.store import secret_path
+from vault.secret import Secret
+from vault.store import CallContext, SecretStore, secret_path
 
 pytestmark = [pytest.mark.drill, pytest.mark.fault]
 
@@ -74,6 +79,7 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HA]:
             "CREDENTIALS_RETRY_AFTER": "1",
             "CREDENTIALS_VAULT_WORKERS": "16",
             "CREDENTIALS_DB_POOL_MAX": "16",
+            "CREDENTIALS_OAUTH_ALLOW_LOOPBACK": "true",  # the single-flight check's token endpoint is on loopback
         }
         for step in (("vault-bootstrap",), ("migrate",)):
             done = credctl(*step, env=env)
@@ -216,6 +222,98 @@ async def test_purge_across_the_replicas_destroys_the_secret_on_the_cluster(ha: 
             )
         )
         assert status == 404
+
+
+async def test_single_flight_refresh_holds_across_the_replicas_on_the_cluster(
+    ha: HA, token_server: TokenEndpoint
+) -> None:
+    """An expired rotating OAuth token revealed 20 times at once through both instances: one call to the provider,
+    one new version, every caller served the same new access token."""
+    token_server.reset()
+    first, second = (instance.url + API for instance in ha.instances)
+    async with httpx.AsyncClient(timeout=30, headers=ha.load.headers) as http:
+        created = await http.post(
+            first, json=new_credential(auth_type="oauth_token_refresh_rotation", credentials=oauth_secret(token_server))
+        )
+        cid = created.json()["id"]
+        token_server.delay = 0.3  # the refresh stays in flight while the other callers arrive
+        responses = await asyncio.gather(*(http.post(f"{first if i % 2 else second}/{cid}/reveal") for i in range(20)))
+        listed = (await http.get(f"{first}/{cid}/versions")).json()["versions"]
+
+    assert created.status_code == 200, created.text
+    assert [r.status_code for r in responses] == [200] * 20
+    assert token_server.calls == 1
+    assert {r.json()["credentials"]["access_token"] for r in responses} == set(token_server.issued_access)
+    assert [(v["version"], v["reason"]) for v in listed] == [(2, "refresh"), (1, "create")]
+
+
+def transit_batch(store: SecretStore, call: CallContext) -> Coroutine[Any, Any, str]:
+    return store.encrypt(call, f"cred-{secrets.token_hex(4)}", Secret(b"batched"))
+
+
+def audited_encrypts(ha: HA, request_id: str) -> int:
+    entries = [json.loads(line) for line in ha.bao.audit_log.read_text().splitlines()]
+    return sum(
+        1
+        for e in entries
+        if e["type"] == "request"
+        and e["request"]["path"] == "transit/encrypt/credentials"
+        and request_id in e["request"].get("headers", {}).get("x-request-id", [])
+    )
+
+
+async def test_the_fast_path_leaves_a_sealed_node_for_another_one(ha: HA) -> None:
+    """The node the aiohttp transport used last is sealed: the next transit batch is served by another node."""
+    store = SecretStore.connect(ha.bao.addrs, ha.bao.root_token, workers=2, timeout=5, failover_seconds=15)
+    call = CallContext(request_id=f"req-seal-{secrets.token_hex(3)}", actor="drill", workspace="wsp_drill_fast")
+    try:
+        assert (await transit_batch(store, call)).startswith("vault:v")
+        used = store.ring.preferred
+        assert used == ha.bao.leader().addr  # the ring found the active node
+        sealed = next(node for node in ha.bao.nodes if node.addr == used)
+        ha.bao.seal(sealed)
+        after = CallContext(request_id=f"req-sealed-{secrets.token_hex(3)}", actor="drill", workspace="wsp_drill_fast")
+        ciphertext = await transit_batch(store, after)
+        served_by = store.ring.preferred
+    finally:
+        await store.aclose()
+    ha.bao.unseal(sealed)
+    ha.bao.wait_healthy()
+
+    assert ciphertext.startswith("vault:v")
+    assert served_by != used
+    assert audited_encrypts(ha, after.request_id) == 1  # a sealed node carried nothing out
+
+
+async def test_the_fast_path_sends_a_batch_lost_on_a_killed_node_once_more(
+    ha: HA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node the transport calls is frozen while a transit batch is in flight, then killed (-9): the batch, lost,
+    is sent once more to another node, which carries it out."""
+    store = SecretStore.connect(ha.bao.addrs, ha.bao.root_token, workers=2, timeout=5, failover_seconds=15)
+    call = CallContext(request_id=f"req-kill-{secrets.token_hex(3)}", actor="drill", workspace="wsp_drill_fast")
+    victim = next(node for node in ha.bao.nodes if node.health() == 429)  # a standby: no election to wait for
+    try:
+        await transit_batch(store, call)  # connections are open, the ring has settled on the active node
+        store.ring.found_active(ha.bao.nodes.index(victim))  # as if the victim were the node to ask
+        assert victim.process is not None
+        victim.process.send_signal(signal.SIGSTOP)
+        lost = CallContext(request_id=f"req-lost-{secrets.token_hex(3)}", actor="drill", workspace="wsp_drill_fast")
+        pending = asyncio.ensure_future(transit_batch(store, lost))
+        await asyncio.sleep(0.5)  # the batch's request is in the frozen node's socket
+        assert not pending.done()
+        with caplog.at_level(logging.WARNING, logger="vault.nodes"):
+            ha.bao.kill(victim)
+            ciphertext = await pending
+    finally:
+        await store.aclose()
+    ha.bao.revive(victim)
+
+    assert ciphertext.startswith("vault:v")
+    assert [r.getMessage() for r in caplog.records if r.name == "vault.nodes"] == [
+        f"Vault node {victim.addr}: lost on POST /v1/transit/encrypt/credentials; trying another node"
+    ]
+    assert audited_encrypts(ha, lost.request_id) == 1  # the frozen node never carried it out; the repeat did
 
 
 async def test_postgres_primary_killed_and_standby_promoted(ha: HA) -> None:

@@ -11,15 +11,8 @@ import httpx
 import pytest
 
 from db.tables import Credential
-from tests.integration.test_oauth_refresh import (  # noqa: F401 (fixtures used by name)
-    TokenEndpoint,
-    app,
-    create_oauth,
-    endpoint,
-    oauth_secret,
-    token_server,
-)
 from tests.support.api import API, Caller, create, new_credential
+from tests.support.oauth import TokenEndpoint, create_oauth, oauth_secret
 
 
 def keyed(caller: Caller, key: str) -> dict[str, str]:
@@ -142,9 +135,9 @@ async def test_a_repeated_restore_answers_the_first_response(client: httpx.Async
 
 
 async def test_a_repeated_refresh_calls_the_provider_once(
-    app: httpx.AsyncClient,  # noqa: F811
+    app: httpx.AsyncClient,
     caller: Caller,
-    endpoint: TokenEndpoint,  # noqa: F811
+    endpoint: TokenEndpoint,
 ) -> None:
     cid = (await create_oauth(app, caller, oauth_secret(endpoint, expires_at=None)))["id"]
     key = str(uuid.uuid4())

@@ -11,9 +11,9 @@ import pytest
 
 from devtools.stack import BaoServer
 from service.config import Settings
-from tests.integration.test_oauth_refresh import TokenEndpoint, oauth_secret, token_server  # noqa: F401 (fixture)
 from tests.integration.test_proxy import PROXY, proxy_settings, proxyable
 from tests.support.api import API, Caller, MakeCaller, create
+from tests.support.oauth import TokenEndpoint, oauth_secret
 from tests.support.servers import credctl, env_for, running_app
 from tests.support.upstream import Upstream, running_upstream
 
@@ -31,7 +31,7 @@ def upstream(upstream_server: Upstream) -> Upstream:
 
 
 @pytest.fixture
-def endpoint(token_server: TokenEndpoint) -> TokenEndpoint:  # noqa: F811
+def endpoint(token_server: TokenEndpoint) -> TokenEndpoint:
     token_server.reset()
     return token_server
 

@@ -19,16 +19,8 @@ import pytest
 from db import database
 from devtools.stack import BaoServer
 from service.oauth.single_flight import SingleFlight
-from tests.integration.test_oauth_refresh import (  # noqa: F401 (fixtures used by name)
-    TokenEndpoint,
-    app,
-    create_oauth,
-    endpoint,
-    oauth_secret,
-    reveal,
-    token_server,
-)
 from tests.support.api import Caller
+from tests.support.oauth import TokenEndpoint, create_oauth, oauth_secret, reveal
 from vault.errors import VersionConflict
 from vault.secret import Secret
 from vault.store import CallContext, SecretStore
@@ -87,9 +79,9 @@ class NoSingleFlight:
 
 @pytest.mark.parametrize("single_flight", [True, False], ids=["single-flight", "disabled"])
 async def test_fifty_concurrent_reveals_of_a_due_token_take_one_connection_for_the_refresh(
-    app: httpx.AsyncClient,  # noqa: F811
+    app: httpx.AsyncClient,
     caller: Caller,
-    endpoint: TokenEndpoint,  # noqa: F811
+    endpoint: TokenEndpoint,
     monkeypatch: pytest.MonkeyPatch,
     single_flight: bool,
 ) -> None:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 import requests
 from urllib3.exceptions import NewConnectionError, ProtocolError
 
+from devtools.stack import free_port
 from service.config import ConfigError, VaultSettings
-from vault.nodes import Failure, RetryPolicy, cas_of, classify_exception, classify_response, parse_addrs
+from vault.nodes import (
+    Failure,
+    NodeRing,
+    RetryPolicy,
+    Walk,
+    cas_of,
+    classify_exception,
+    classify_response,
+    landed_write,
+    parse_addrs,
+)
 
 POLICY = RetryPolicy(kv_mount="credentials", transit_mount="transit")
 
@@ -128,3 +140,66 @@ def test_every_hvac_session_checks_vault_against_the_ca_it_is_given_and_nothing_
     assert (with_ca.adapter.session.verify, with_ca.adapter._kwargs["verify"]) == (certifi.where(), certifi.where())
     assert (without.adapter.session.verify, without.adapter._kwargs["verify"]) == (True, True)
     assert with_ca.adapter.session.trust_env is False
+
+
+def test_a_walk_starts_at_the_node_that_served_last_and_pauses_between_rounds() -> None:
+    ring = NodeRing(["http://a:8200", "http://b:8200", "http://c:8200"], pause_seconds=0.01)
+    ring.moved_to(1)
+    walk = Walk(ring, replay_safe=True, wait_seconds=0.0)
+
+    steps = list(walk)
+
+    assert steps == [(1, 0.0), (2, 0.0), (0, 0.0)]  # one round: the wait is over
+    ring.moved_to(2)
+    rounds = iter(Walk(ring, replay_safe=True, wait_seconds=5.0))
+    assert [next(rounds) for _ in range(4)] == [(2, 0.0), (0, 0.0), (1, 0.0), (2, 0.01)]
+
+
+def test_a_walk_goes_on_after_refusals_but_after_a_lost_call_only_once_and_only_when_safe() -> None:
+    ring = NodeRing(["http://a:8200", "http://b:8200"])
+    safe = Walk(ring, replay_safe=True, wait_seconds=1.0)
+    unsafe = Walk(ring, replay_safe=False, wait_seconds=1.0)
+
+    assert [safe.failed(0, f, "POST", "/v1/x") for f in (Failure.REFUSED, Failure.UNREACHABLE)] == [True, True]
+    assert safe.failed(0, Failure.LOST, "POST", "/v1/x") is True
+    assert safe.lost is True
+    assert safe.failed(1, Failure.LOST, "POST", "/v1/x") is False
+    assert unsafe.failed(0, Failure.REFUSED, "POST", "/v1/x") is True
+    assert unsafe.failed(0, Failure.LOST, "POST", "/v1/x") is False
+
+
+def test_a_lost_write_counts_as_landed_only_when_the_version_read_back_holds_the_data_sent() -> None:
+    body = {"options": {"cas": 0}, "data": {"ciphertext": "vault:v1:abc"}}
+    metadata = {"version": 1, "created_time": "2026-01-01T00:00:00Z"}
+
+    assert landed_write(body, {"data": {"data": {"ciphertext": "vault:v1:abc"}, "metadata": metadata}}) == {
+        "data": metadata
+    }
+    assert landed_write(body, {"data": {"data": {"ciphertext": "vault:v1:other"}, "metadata": metadata}}) is None
+
+
+async def test_aiohttp_errors_are_classified_like_requests_ones() -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectorError) as refused:
+            await session.get(f"http://127.0.0.1:{free_port()}/v1/sys/health")
+
+    assert classify_exception(refused.value) is Failure.UNREACHABLE
+    assert classify_exception(aiohttp.ServerDisconnectedError()) is Failure.LOST
+    assert classify_exception(aiohttp.ClientOSError(104, "Connection reset by peer")) is Failure.LOST
+    assert classify_exception(TimeoutError()) is Failure.LOST
+
+
+def test_only_a_call_that_moved_moves_the_ring_and_the_active_node_is_looked_up_after_it() -> None:
+    ring = NodeRing(["http://a:8200", "http://b:8200"], pause_seconds=0.0)
+    assert ring.lookup_due()  # several nodes: the first call looks the active node up
+    ring.found_active(0)
+    assert not ring.lookup_due()
+
+    Walk(ring, replay_safe=True, wait_seconds=1.0).served(1)  # answered without a failure: no move
+    assert (ring.preferred, ring.lookup_due()) == ("http://a:8200", False)
+
+    moved = Walk(ring, replay_safe=True, wait_seconds=1.0)
+    moved.failed(0, Failure.REFUSED, "GET", "/v1/x")
+    moved.served(1)
+    assert ring.preferred == "http://b:8200"
+    assert ring.lookup_due()  # b may be a standby: the next call asks sys/health again

@@ -323,10 +323,10 @@ def revoke_own_token(client: hvac.Client) -> None:
 
 @translated
 def check_approle_login(client: hvac.Client, role_id: str, secret_id: str, *, approle_mount: str = "approle") -> None:
-    """Log in with ``role_id`` and ``secret_id`` as the service does, then revoke the token at once; raises the
-    ``VaultError`` of a refused login (an expired or unknown secret id answers 400)."""
-    client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=approle_mount)
-    client.adapter.post("/v1/auth/token/revoke-self")
+    """Log in with ``role_id`` and ``secret_id`` as the service does; raises the ``VaultError`` of a refused login
+    (an expired or unknown secret id answers 400). The token is left to expire at the role's TTL: its policy has no
+    ``auth/token/revoke-self`` (the role's tokens carry no default policy)."""
+    client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=approle_mount, use_token=False)
 
 
 def _secret_id_is_live(client: hvac.Client, approle_mount: str, role: str, secret_id: str) -> bool:

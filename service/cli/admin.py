@@ -153,7 +153,8 @@ def _without_operator_token(approle_out: Path | None, new_secret_id: bool) -> No
         check_approle_login(client, vault.role_id or "", vault.secret_id or "", approle_mount=vault.approle_mount)
     except VaultError as exc:
         fail(
-            f"no operator token (VAULT_TOKEN), and the service's AppRole login with {approle_out} fails ({exc}): "
+            f"no operator token (VAULT_TOKEN), and the service's AppRole login with {approle_out} fails "
+            f"({' '.join(str(exc).split())}): "
             f"{_NEW_ROOT} and run vault-bootstrap with it to issue a new secret id"
         )
     finally:

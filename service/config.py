@@ -165,6 +165,26 @@ class VaultSettings(Section, frozen=True, kw_only=True):
             return AppRoleLogin(role_id=self.role_id, secret_id=source, mount=self.approle_mount)
         return self.token or ""
 
+    @staticmethod
+    def token_in_env(environ: Mapping[str, str] | None = None) -> bool:
+        """Whether ``VAULT_TOKEN`` is set (not empty): ``credctl vault-bootstrap`` needs an operator's token, and
+        without one only checks that an earlier bootstrap's AppRole files still log in."""
+        return bool((os.environ if environ is None else environ).get("VAULT_TOKEN"))
+
+    @classmethod
+    def with_approle_files(cls, approle_dir: Path, environ: Mapping[str, str] | None = None) -> VaultSettings:
+        """These settings from ``environ`` (default: ``os.environ``), logging in with the ``role_id`` and
+        ``secret_id`` files that ``vault-bootstrap --approle-out`` wrote to ``approle_dir`` instead of any token or
+        AppRole setting there."""
+        env = {
+            name: value
+            for name, value in (os.environ if environ is None else environ).items()
+            if name.removesuffix("_FILE") not in {"VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"}
+        }
+        env["VAULT_ROLE_ID_FILE"] = str(approle_dir / "role_id")
+        env["VAULT_SECRET_ID_FILE"] = str(approle_dir / "secret_id")
+        return cls.from_env(env)
+
     def __post_init__(self) -> None:
         try:
             parse_addrs(self.addr, self.cluster_addrs)

@@ -314,6 +314,21 @@ def write_approle_credentials(
     return steps
 
 
+@translated
+def revoke_own_token(client: hvac.Client) -> None:
+    """Revoke the token ``client`` holds (``auth/token/revoke-self``): the operator's root token, once the bootstrap
+    it was needed for has succeeded. What it set up stays: the service's AppRole tokens are not its children."""
+    client.adapter.post("/v1/auth/token/revoke-self")
+
+
+@translated
+def check_approle_login(client: hvac.Client, role_id: str, secret_id: str, *, approle_mount: str = "approle") -> None:
+    """Log in with ``role_id`` and ``secret_id`` as the service does; raises the ``VaultError`` of a refused login
+    (an expired or unknown secret id answers 400). The token is left to expire at the role's TTL: its policy has no
+    ``auth/token/revoke-self`` (the role's tokens carry no default policy)."""
+    client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=approle_mount, use_token=False)
+
+
 def _secret_id_is_live(client: hvac.Client, approle_mount: str, role: str, secret_id: str) -> bool:
     found = client.adapter.post(f"/v1/auth/{approle_mount}/role/{role}/secret-id/lookup", json={"secret_id": secret_id})
     # A known secret id answers 200 with its data; an unknown one answers 204 (hvac hands back the Response).

@@ -63,6 +63,12 @@ def migrate() -> None:
     help="HashiCorp Vault only: enable a file audit device writing PATH if none is on (OpenBao refuses this; "
     "declare the device in its server config)",
 )
+@click.option(
+    "--revoke-token",
+    is_flag=True,
+    help="once every step succeeded, revoke the operator token it was given (auth/token/revoke-self); a later run "
+    "without VAULT_TOKEN keeps what was set up when the --approle-out files still log in",
+)
 def vault_bootstrap(
     approle_out: Path | None,
     new_secret_id: bool,
@@ -71,15 +77,25 @@ def vault_bootstrap(
     secret_id_ttl: str,
     secret_id_cidrs: tuple[str, ...],
     audit_file: str | None,
+    revoke_token: bool,
 ) -> None:
     """Mounts, transit key, policies, AppRole, audited headers and the audit device check in Vault (VAULT_ADDR,
     an operator's VAULT_TOKEN); safe to re-run: a second run changes nothing and says so."""
-    from vault.bootstrap import BootstrapError, bootstrap, check_audit_device, write_approle_credentials
+    from vault.bootstrap import (
+        BootstrapError,
+        bootstrap,
+        check_audit_device,
+        revoke_own_token,
+        write_approle_credentials,
+    )
     from vault.client import make_client
     from vault.errors import VaultError
 
     if new_secret_id and approle_out is None:
         fail("--new-secret-id needs --approle-out DIR (where the new secret id is written)")
+    if not VaultSettings.token_in_env():
+        _without_operator_token(approle_out, new_secret_id)
+        return
     with config_errors():
         vault = VaultSettings.from_env()
         max_versions = LifecycleSettings.from_env().max_versions  # the KV mount's config, written here
@@ -102,6 +118,8 @@ def vault_bootstrap(
         if approle_out is not None:
             steps += write_approle_credentials(client, approle_out, new_secret_id=new_secret_id)
         steps.append(check_audit_device(client, enable_file=audit_file))
+        if revoke_token:
+            revoke_own_token(client)
     except (VaultError, BootstrapError, ValueError) as exc:
         for step in steps:
             click.echo(str(step))
@@ -110,6 +128,41 @@ def vault_bootstrap(
         click.echo(str(step))
     changed = sum(step.changed for step in steps)
     click.echo(f"{changed} change(s)" if changed else "nothing to change: Vault was already bootstrapped")
+    if revoke_token:
+        click.echo("revoked the operator token it was given (auth/token/revoke-self)")
+
+
+_NEW_ROOT = 'make a new root token from the unseal or recovery key (README: "Root token")'
+
+
+def _without_operator_token(approle_out: Path | None, new_secret_id: bool) -> None:
+    """``vault-bootstrap`` without VAULT_TOKEN, as compose's bootstrap job runs once the root token is revoked: one
+    line, and status 0 only when an earlier bootstrap's AppRole files (``approle_out``) still log in."""
+    from vault.bootstrap import check_approle_login
+    from vault.client import make_client
+    from vault.errors import VaultError
+
+    done = approle_out is not None and all((approle_out / name).is_file() for name in ("role_id", "secret_id"))
+    if approle_out is None or not done or new_secret_id:
+        fail(f"vault-bootstrap needs an operator's token in VAULT_TOKEN; if the root token was revoked, {_NEW_ROOT}")
+    with config_errors():
+        vault = VaultSettings.with_approle_files(approle_out)
+    client = make_client(vault.addr, "", pool_size=1, timeout=10)
+    try:
+        # Both set: with_approle_files refuses empty files (no token and no AppRole login to use).
+        check_approle_login(client, vault.role_id or "", vault.secret_id or "", approle_mount=vault.approle_mount)
+    except VaultError as exc:
+        fail(
+            f"no operator token (VAULT_TOKEN), and the service's AppRole login with {approle_out} fails "
+            f"({' '.join(str(exc).split())}): "
+            f"{_NEW_ROOT} and run vault-bootstrap with it to issue a new secret id"
+        )
+    finally:
+        client.adapter.close()
+    click.echo(
+        f"skipped: no operator token (VAULT_TOKEN); the service's AppRole login with {approle_out} works, so what "
+        f"the earlier bootstrap set up is kept. To run it again, {_NEW_ROOT}"
+    )
 
 
 @main.group("api-key")

@@ -5,92 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import stat
-import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from devtools.stack import bao_binary, free_port
+from devtools.stack import free_port
 from service.config import Settings
-from tests.support.compose import INIT_SCRIPT, ROOT, posix_sh, service_environ, services
+from tests.support.compose import service_environ, services
+from tests.support.openbao import health, local_config, openbao_server, run_init
 from vault.bootstrap import bootstrap, write_approle_credentials
 from vault.client import make_client
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext, SecretStore
-
-
-def local_config(tmp_path: Path, port: int) -> Path:
-    """vault/server.hcl with the container's paths and addresses moved to `tmp_path` and loopback."""
-    text = (ROOT / "vault" / "server.hcl").read_text()
-    replacements = {
-        '"/openbao/file"': f'"{tmp_path / "data"}"',
-        '"/openbao/logs/audit.log"': f'"{tmp_path / "audit.log"}"',
-        '"0.0.0.0:8200"': f'"127.0.0.1:{port}"',
-        '"http://openbao:8200"': f'"http://127.0.0.1:{port}"',
-        '"https://openbao:8201"': f'"https://127.0.0.1:{port + 1}"',
-    }
-    for old, new in replacements.items():
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    (tmp_path / "data").mkdir()
-    config = tmp_path / "server.hcl"
-    config.write_text(text)
-    return config
-
-
-@contextmanager
-def openbao_server(config: Path, log: Path, addr: str) -> Iterator[None]:
-    """`bao server` on `config`, from the moment its listener answers until the block ends."""
-    with log.open("ab") as out:
-        process = subprocess.Popen([bao_binary(), "server", f"-config={config}"], stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 30
-        while health(f"{addr}/v1/sys/health") is None:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
-
-
-def run_init(tmp_path: Path, addr: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": f"{Path(bao_binary()).parent}{os.pathsep}{os.environ['PATH']}",
-        "HOME": str(tmp_path),
-        "INIT_ADDR": addr,
-        "INIT_KEYS_DIR": str(tmp_path / "keys"),
-        "INIT_TOKEN_FILE": str(tmp_path / "token" / "openbao"),
-        "INIT_TOKEN_OWNER": f"{os.getuid()}:{os.getgid()}",
-        "INIT_TIMEOUT": "60",
-    }
-    return subprocess.run(
-        [posix_sh(), str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=180, check=False
-    )
-
-
-def health(url: str) -> int | None:
-    """The HTTP status of a GET on `url`, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except urllib.error.URLError:
-        return None
 
 
 def bootstrap_with(addr: str, token: str, approle_dir: Path) -> list[bool]:

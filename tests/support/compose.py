@@ -106,10 +106,14 @@ def mounts(service: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+def config_paths(service: Mapping[str, Any]) -> list[str]:
+    """Every ``-config=`` file of a server's command, in order (OpenBao merges them)."""
+    return [arg.removeprefix("-config=") for arg in service["command"] if arg.startswith("-config=")]
+
+
 def config_path(service: Mapping[str, Any]) -> str:
-    flags: list[str] = [arg for arg in service["command"] if arg.startswith("-config=")]
-    (flag,) = flags
-    return flag.removeprefix("-config=")
+    """The server's main config file: its first ``-config=`` (OpenBao's seal, when there is one, comes second)."""
+    return config_paths(service)[0]
 
 
 def token_reading_command(command: list[str]) -> tuple[str, str, str]:

@@ -30,6 +30,7 @@ from tests.support.compose import (
     VAULT_CA_DIR,
     RecordingEnviron,
     config_path,
+    config_paths,
     hcl_block,
     hcl_string,
     image_tag,
@@ -200,6 +201,7 @@ def test_the_only_variables_are_the_backend_choice_its_scheme_and_the_secret_id_
         # The CA only with https (the prod profile); without it, empty, which the service reads as unset.
         ("VAULT_SCHEME", ":+", f"{VAULT_CA_DIR}/ca.pem"),
         ("SECRET_ID_TTL", ":-", "720h"),
+        ("OPENBAO_SEAL", ":-", "shamir"),
     }
     text = COMPOSE.read_text()
     assert "POSTGRES_PASSWORD:" not in text
@@ -215,8 +217,10 @@ def test_passwords_reach_the_containers_as_compose_secrets_from_files(tmp_path: 
         "openbao_tls_key": {"file": "./secrets/tls/server-key.pem"},
         "openbao_tls_cert": {"file": "./secrets/tls/server.pem"},
         "openbao_ca": {"file": "./secrets/tls/ca.pem"},
+        "openbao_seal_key": {"file": "./secrets/openbao_seal_key"},
     }
     assert stack["postgres"]["secrets"] == ["postgres_password"]
+    assert stack["openbao"]["secrets"] == ["openbao_seal_key"]
     assert stack["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
     for name in ("bootstrap", "service"):
         assert stack[name]["secrets"] == ["database_url"]
@@ -228,7 +232,9 @@ def test_passwords_reach_the_containers_as_compose_secrets_from_files(tmp_path: 
         text=True,
         check=True,
     )
-    assert first.stdout.count("wrote ") == 2
+    assert first.stdout.count("wrote ") == 3
+    seal_key = (tmp_path / "s" / "openbao_seal_key").read_bytes()
+    assert len(seal_key) == 32  # AES-256: OpenBao's static seal takes a raw 32-byte key file
     password = (tmp_path / "s" / "postgres_password").read_text()
     assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
     url = urllib.parse.urlsplit((tmp_path / "s" / "database_url").read_text())
@@ -249,6 +255,7 @@ def test_passwords_reach_the_containers_as_compose_secrets_from_files(tmp_path: 
     )
     assert again.stdout == ""
     assert (tmp_path / "s" / "postgres_password").read_text() == password
+    assert (tmp_path / "s" / "openbao_seal_key").read_bytes() == seal_key  # a new key would leave OpenBao sealed
     assert oct((tmp_path / "s").stat().st_mode & 0o777) == "0o700"
 
 
@@ -340,7 +347,7 @@ def test_the_bootstrap_job_reads_the_token_its_backends_init_job_writes_and_writ
         "VAULT_TOKEN",
         f"/run/operator-token/{backend}",
         f"credctl vault-bootstrap --approle-out {APPROLE_DIR} --secret-id-ttl 720h "
-        "--secret-id-cidr 172.28.0.0/24 && credctl migrate",
+        "--secret-id-cidr 172.28.0.0/24 --revoke-token && credctl migrate",
     )
     assert token_file == init["environment"]["INIT_TOKEN_FILE"]
     assert bootstrap_job["environment"]["VAULT_ADDR"] == init["environment"]["INIT_ADDR"] == f"http://{backend}:8200"
@@ -434,7 +441,9 @@ def test_openbao_runs_its_server_config_with_a_declared_file_audit_device_and_no
     audit_log = hcl_string(hcl_block(config, r'audit\s+"file"\s+"file"'), "file_path")
     storage = hcl_block(config, r'storage\s+"raft"')
 
-    assert openbao["command"] == ["bao", "server", "-config=/openbao/config/server.hcl"]
+    assert openbao["command"] == [
+        "bao", "server", "-config=/openbao/config/server.hcl", "-config=/openbao/config/seal.hcl"
+    ]  # fmt: skip
     assert (volumes[path], config_file.is_file()) == ("./vault/server.hcl", True)
     assert audit_log == "/openbao/logs/audit.log"
     # The audit log and the storage sit on named volumes, so they outlive the container.
@@ -443,6 +452,21 @@ def test_openbao_runs_its_server_config_with_a_declared_file_audit_device_and_no
     assert not [arg for arg in openbao["command"] if arg.startswith("-dev")]
     assert not [name for name in openbao.get("environment", {}) if "DEV" in name]
     assert not re.search(r'storage\s+"inmem"', config)
+
+
+def test_openbao_seal_is_shamir_by_default_and_static_auto_unseal_with_openbao_seal_static() -> None:
+    for seal, expected in (("", "./vault/seal-shamir.hcl"), ("static", "./vault/seal-static.hcl")):
+        stack = services(OPENBAO_SEAL=seal)
+        # The seal file is the second config of every OpenBao node, the first one's and the ha profile's alike: raft
+        # nodes open the cluster's data only with the same seal.
+        for name in ("openbao", "openbao-2", "openbao-3"):
+            seal_config = config_paths(stack[name])[1]
+            assert mounts(stack[name])[seal_config] == expected
+            assert stack[name]["secrets"] == ["openbao_seal_key"]
+    assert "seal" not in re.sub(r"#.*", "", (ROOT / "vault" / "seal-shamir.hcl").read_text())
+    static = hcl_block((ROOT / "vault" / "seal-static.hcl").read_text(), r'seal\s+"static"')
+    # Compose mounts file secrets at /run/secrets/<name>.
+    assert hcl_string(static, "current_key") == "file:///run/secrets/openbao_seal_key"
 
 
 def test_vault_runs_its_own_server_config_and_its_init_job_enables_the_audit_device_by_api() -> None:

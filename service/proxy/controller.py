@@ -21,7 +21,7 @@ from service.proxy.service import Call, ProxyService
 
 Ctx = NamedDependency[RequestContext]
 Proxy = NamedDependency[ProxyService]
-PROXY_OPT = {**needs(Permission.use), "grant": True}
+PROXY_OPT = {**needs(Permission.use), "grant": "use"}
 """``grant``: the authentication guard also accepts a grant token here, for the credential it is bound to."""
 
 

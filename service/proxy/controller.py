@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, route
@@ -10,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.response import Stream
+from litestar.response.base import ASGIResponse
 
 from service.auth.principal import Permission
 from service.context import RequestContext
@@ -23,6 +25,25 @@ Ctx = NamedDependency[RequestContext]
 Proxy = NamedDependency[ProxyService]
 PROXY_OPT = {**needs(Permission.use), "grant": "use"}
 """``grant``: the authentication guard also accepts a grant token here, for the credential it is bound to."""
+
+
+class Passthrough(Stream):
+    """A stream that answers with the upstream's headers as it sent them: a repeated header (two ``Set-Cookie``, two
+    ``Link``) keeps every value, in order, which a header mapping cannot hold. An upstream header replaces one of
+    the same name that the response would otherwise carry (``Content-Type``)."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, upstream_headers: list[tuple[str, str]], **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.upstream_headers = upstream_headers
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        response = super().to_asgi_response(*args, **kwargs)
+        for name in {name.lower() for name, _ in self.upstream_headers}:
+            del response.headers[name]
+        response.headers.headers.extend(
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.upstream_headers
+        )
+        return response
 
 
 def proxy_handler(max_request_bytes: int) -> HTTPRouteHandler:
@@ -51,18 +72,11 @@ def proxy_handler(max_request_bytes: int) -> HTTPRouteHandler:
             chunks.append(chunk)
         call = Call(request.method, upstream_path, query, list(request.headers.items()), b"".join(chunks))
         proxied = await proxy.forward(ctx, credential_id, call)
-        headers = {}
-        content_type = "application/octet-stream"
-        for name, value in proxied.headers:
-            if name.lower() == "content-type":
-                content_type = value
-            else:
-                headers[name] = value  # a repeated header keeps its last value (Set-Cookie: see the README)
-        return Stream(
+        return Passthrough(
             proxied.body,
+            upstream_headers=proxied.headers,
             status_code=proxied.status,
-            headers=headers,
-            media_type=content_type,
+            media_type="application/octet-stream",  # unless the upstream names its own
             background=BackgroundTask(proxied.usage.save),
         )
 

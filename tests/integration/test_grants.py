@@ -16,8 +16,8 @@ import pytest
 from devtools.stack import BaoServer
 from service.auth.guard import GRANT_USE_ONLY
 from service.config import Settings
-from tests.integration.test_proxy import PROXY, proxy_settings, proxyable
 from tests.support.api import API, Caller, MakeCaller, create
+from tests.support.proxy import PROXY, proxy_settings, proxyable
 from tests.support.servers import env_for, running_app, serving
 from tests.support.upstream import Upstream, running_upstream
 

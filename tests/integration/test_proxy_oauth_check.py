@@ -12,8 +12,8 @@ import pytest
 from devtools.stack import BaoServer
 from service.config import Settings
 from tests.integration.test_oauth_refresh import TokenEndpoint, oauth_secret, token_server  # noqa: F401 (fixture)
-from tests.integration.test_proxy import PROXY, proxy_settings, proxyable
 from tests.support.api import API, Caller, MakeCaller, create
+from tests.support.proxy import PROXY, proxy_settings, proxyable
 from tests.support.servers import credctl, env_for, running_app
 from tests.support.upstream import Upstream, running_upstream
 

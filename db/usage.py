@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from db.tables import CredentialUsage
@@ -13,13 +13,16 @@ _SELECT = ", ".join(COLUMNS)
 _INSERTED = tuple(name for name in COLUMNS if name not in {"id", "created_at"})
 
 
-async def record(values: Mapping[str, Any]) -> None:
-    """Record one call and set the credential's ``last_used_at``, in one statement (one round trip)."""
+async def record_many(batch: Sequence[Mapping[str, Any]]) -> None:
+    """Record several calls and set their credentials' ``last_used_at``, in one statement. ``created_at`` comes with
+    each record (the time of the call, not of the write), so the listing keeps the calls' order."""
+    columns = (*_INSERTED, "created_at")
+    row = "(" + ", ".join("{}" for _ in columns) + ")"
     await CredentialUsage.raw(
-        "WITH used AS (UPDATE credential SET last_used_at = now() WHERE id = {}) "
-        f"INSERT INTO credential_usage ({', '.join(_INSERTED)}) VALUES ({', '.join('{}' for _ in _INSERTED)})",
-        values["credential_id"],
-        *(values[name] for name in _INSERTED),
+        "WITH used AS (UPDATE credential SET last_used_at = now() WHERE id = ANY({})) "
+        f"INSERT INTO credential_usage ({', '.join(columns)}) VALUES {', '.join(row for _ in batch)}",
+        list({values["credential_id"] for values in batch}),
+        *(values[name] for values in batch for name in columns),
     )
 
 

@@ -24,7 +24,6 @@ from urllib.parse import quote, unquote, unquote_plus
 import httpx
 
 from db import grants as grant_rows
-from db import usage
 from service.context import RequestContext
 from service.credentials import model
 from service.credentials.model import Action, Credential
@@ -34,6 +33,7 @@ from service.errors import BadGateway, Forbidden, GatewayTimeout, ServiceError, 
 from service.proxy import config, paths
 from service.proxy.schemas import IDEMPOTENT, ProxyView
 from service.proxy.upstream import HOP_BY_HOP, Upstreams, bounded, host_of
+from service.proxy.usage import UsageWriter
 
 log = logging.getLogger("service.proxy")
 
@@ -59,6 +59,7 @@ class Usage:
 
     credential: Credential
     ctx: RequestContext
+    sink: UsageWriter
     method: str
     host: str
     path_template: str
@@ -69,28 +70,27 @@ class Usage:
     response_bytes: list[int] = field(default_factory=lambda: [0])
 
     async def save(self) -> None:
+        """Queue the record (``UsageWriter``): written in a batch soon after, never on the response path."""
         principal = self.ctx.principal
-        try:
-            await usage.record(
-                {
-                    "credential_id": self.credential.id,
-                    "workspace_id": self.credential.workspace_id,
-                    "actor_kind": principal.kind,
-                    "actor_id": principal.actor_id,
-                    "grant_id": uuid.UUID(principal.grant.id) if principal.grant else None,
-                    "method": self.method,
-                    "host": self.host,
-                    "path_template": self.path_template,
-                    "upstream_status": self.status,
-                    "outcome": self.outcome,
-                    "request_bytes": self.request_bytes,
-                    "response_bytes": self.response_bytes[0],
-                    "duration_ms": int((time.monotonic() - self.started) * 1000),
-                    "request_id": self.ctx.request_id[:128],
-                }
-            )
-        except Exception as exc:
-            log.warning("credential %s: usage not recorded (%s)", self.credential.id, type(exc).__name__)
+        await self.sink.put(
+            {
+                "credential_id": self.credential.id,
+                "workspace_id": self.credential.workspace_id,
+                "actor_kind": principal.kind,
+                "actor_id": principal.actor_id,
+                "grant_id": uuid.UUID(principal.grant.id) if principal.grant else None,
+                "method": self.method,
+                "host": self.host,
+                "path_template": self.path_template,
+                "upstream_status": self.status,
+                "outcome": self.outcome,
+                "request_bytes": self.request_bytes,
+                "response_bytes": self.response_bytes[0],
+                "duration_ms": int((time.monotonic() - self.started) * 1000),
+                "request_id": self.ctx.request_id[:128],
+                "created_at": model.now(),
+            }
+        )
 
 
 @dataclass
@@ -104,9 +104,10 @@ class Proxied:
 
 
 class ProxyService:
-    def __init__(self, credentials: CredentialService, upstreams: Upstreams) -> None:
+    def __init__(self, credentials: CredentialService, upstreams: Upstreams, usage: UsageWriter) -> None:
         self.credentials = credentials
         self.upstreams = upstreams
+        self.usage = usage
 
     async def prepare(
         self, ctx: RequestContext, credential_id: str, method: str, path: str
@@ -135,7 +136,7 @@ class ProxyService:
             credential = await refresher.refresh_once(ctx, credential, force=False, margin=refresher.skew)
         else:
             credential.check_usable_now()
-        record = Usage(credential, ctx, call.method, host_of(view.base_url), paths.template(call.path))
+        record = Usage(credential, ctx, self.usage, call.method, host_of(view.base_url), paths.template(call.path))
         record.request_bytes = len(call.body)
         try:
             response, sent_secrets = await self._send(ctx, credential, view, call)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
@@ -14,6 +16,7 @@ import pytest
 
 from db.tables import Credential, CredentialUsage
 from devtools.stack import BaoServer
+from service.proxy.usage import usage_writer
 from tests.support.api import API, Caller, MakeCaller, create
 from tests.support.proxy import PROXY, proxy_settings, proxyable, secret_values
 from tests.support.servers import running_app
@@ -103,6 +106,8 @@ async def test_the_upstream_receives_the_secret_and_the_caller_never_does(
     assert got.headers["x-request-id"] == "req-proxy-1"
     assert caller.key not in str(got.headers)
     assert not {"cookie", "x-private", "x-workspace-id"} & set(got.headers)
+    listed = await app.get(f"{API}/{created['id']}/usage", headers=caller.headers)  # the record is written by now
+    assert listed.json()["total"] == 1
     dumped = str(await CredentialUsage.select()) + str(await Credential.select())
     for value in secret_values(secret):
         assert value not in response.text
@@ -290,6 +295,53 @@ async def test_methods_and_prefixes_outside_the_settings_are_forbidden(
     )
     assert (await app.get(f"{base}/v1/charges", headers=caller.headers)).status_code == 200
     assert [r.raw_path for r in upstream.received] == ["/v1/charges"]
+
+
+async def test_usage_records_queued_at_shutdown_are_written(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream, database_url: str, bao: BaoServer
+) -> None:
+    created, _ = await proxyable(app, caller, upstream)
+    async with running_app(proxy_settings(database_url, bao)) as instance:
+        for i in range(5):
+            response = await instance.get(f"{PROXY}/{created['id']}/v1/call/{i}", headers=caller.headers)
+            assert response.status_code == 200
+    # Nobody listed them (a listing waits for the queue): the shutdown wrote what was queued.
+    rows = await CredentialUsage.select(CredentialUsage.path_template, CredentialUsage.outcome).where(
+        CredentialUsage.credential_id == created["id"]
+    )
+    assert sorted((row["path_template"], row["outcome"]) for row in rows) == [("/v1/call/{id}", "ok")] * 5
+    read = (await app.get(f"{API}/{created['id']}", headers=caller.headers)).json()
+    assert read["last_used_at"] is not None
+
+
+async def test_a_batch_with_a_record_that_cannot_be_written_keeps_the_others(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    created, _ = await proxyable(app, caller, upstream)
+    record = {
+        "credential_id": uuid.UUID(created["id"]),
+        "workspace_id": caller.workspace,
+        "actor_kind": "api_key",
+        "actor_id": "k",
+        "grant_id": None,
+        "method": "GET",
+        "host": "127.0.0.1",
+        "path_template": "/v1/x",
+        "upstream_status": 200,
+        "outcome": "ok",
+        "request_bytes": 0,
+        "response_bytes": 2,
+        "duration_ms": 1,
+        "request_id": "req-batch",
+    }
+    gone = uuid.uuid4()  # a credential purged between the call and the write
+    async with usage_writer() as writer:
+        for credential_id in (record["credential_id"], gone, record["credential_id"]):
+            await writer.put({**record, "credential_id": credential_id, "created_at": datetime.now(UTC)})
+        await writer.flush()
+        written = await CredentialUsage.count().where(CredentialUsage.request_id == "req-batch")
+        assert written == 2
+    assert f"usage not recorded for credential {gone} (ForeignKeyViolationError)" in caplog.text
 
 
 # --- limits, timeouts, redirects ----------------------------------------------------------------------------------

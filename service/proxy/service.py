@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
-import httpx
+import aiohttp
+from multidict import CIMultiDictProxy
 
 from db import grants as grant_rows
 from service.context import RequestContext
@@ -140,8 +141,8 @@ class ProxyService:
         record.request_bytes = len(call.body)
         try:
             response, sent_secrets = await self._send(ctx, credential, view, call)
-            if response.status_code == 401 and credential.refreshable and call.method in IDEMPOTENT:
-                await response.aclose()
+            if response.status == 401 and credential.refreshable and call.method in IDEMPOTENT:
+                response.close()
                 seen = credential
                 credential = await refresher.refresh_once(ctx, seen, force=True, margin=refresher.skew)
                 response, retried_secrets = await self._send(ctx, credential, view, call)
@@ -150,24 +151,24 @@ class ProxyService:
             record.outcome = "timeout" if isinstance(exc, GatewayTimeout) else "unreachable"
             await record.save()
             raise
-        record.status = response.status_code
+        record.status = response.status
         limit = self.upstreams.policy.max_response_bytes
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await response.aclose()
+            response.close()
             record.outcome = "too_large"
             await record.save()
             raise BadGateway(f"The upstream's answer exceeds {limit} bytes")
         hop = HOP_BY_HOP | _connection_tokens(response.headers)
-        raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers.raw]
+        raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
         headers = scrub([(name, value) for name, value in raw if name.lower() not in hop], sent_secrets)
         return Proxied(
-            response.status_code, headers, _recorded(bounded(response, limit, record.response_bytes), record), record
+            response.status, headers, _recorded(bounded(response, limit, record.response_bytes), record), record
         )
 
     async def _send(
         self, ctx: RequestContext, credential: Credential, view: ProxyView, call: Call
-    ) -> tuple[httpx.Response, list[str]]:
+    ) -> tuple[aiohttp.ClientResponse, list[str]]:
         """The upstream's response, and the secret values this request carried (``scrub`` keeps them out of the
         response headers)."""
         secret = await self.credentials.read_secret(ctx, credential, credential.kv_version)
@@ -182,15 +183,20 @@ class ProxyService:
         dropped = _STRIPPED | {name.lower() for name in injected} | _connection_tokens(call.headers)
         headers = [(name, value) for name, value in call.headers if name.lower() not in dropped]
         headers += [("host", target.host), ("x-request-id", ctx.request_id), *injected.items()]
-        request = target.client.build_request(
-            call.method, target.url, headers=headers, content=call.body or None, extensions=target.extensions
-        )
         try:
-            return await target.client.send(request, stream=True), sent
-        except httpx.TimeoutException:
+            response = await target.session.request(
+                call.method,
+                target.url,
+                headers=headers,
+                data=call.body or None,
+                allow_redirects=False,
+                server_hostname=target.server_hostname,
+            )
+        except TimeoutError:
             raise GatewayTimeout(f"The upstream did not answer within {self.upstreams.policy.timeout:g} s") from None
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise BadGateway(f"Cannot reach the upstream ({type(exc).__name__})") from None
+        return response, sent
 
 
 async def _recorded(body: AsyncIterator[bytes], record: Usage) -> AsyncIterator[bytes]:
@@ -208,8 +214,8 @@ async def _recorded(body: AsyncIterator[bytes], record: Usage) -> AsyncIterator[
 def _connection_tokens(headers: Any) -> set[str]:
     """Header names listed in ``Connection`` (RFC 9110 section 7.6.1): hop-by-hop too."""
     values = (
-        headers.get_list("connection")
-        if isinstance(headers, httpx.Headers)
+        headers.getall("connection", [])
+        if isinstance(headers, CIMultiDictProxy)
         else [value for name, value in headers if name.lower() == "connection"]
     )
     return {token.strip().lower() for value in values for token in value.split(",") if token.strip()}

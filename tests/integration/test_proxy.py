@@ -401,6 +401,17 @@ async def test_repeated_response_headers_pass_through_with_every_value(
     assert response.content == b"{}"
 
 
+async def test_an_upstreams_cookie_never_rides_along_on_a_later_call(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream
+) -> None:
+    first, _ = await proxyable(app, caller, upstream)
+    second, _ = await proxyable(app, caller, upstream)
+    assert (await app.get(f"{PROXY}/{first['id']}/cookies/set", headers=caller.headers)).status_code == 200
+    assert (await app.get(f"{PROXY}/{second['id']}/v1/ping", headers=caller.headers)).status_code == 200
+    assert (await app.get(f"{PROXY}/{first['id']}/v1/ping", headers=caller.headers)).status_code == 200
+    assert [("cookie" in r.headers) for r in upstream.received] == [False, False, False]
+
+
 ECHOES = {
     # how the secret is injected -> the Location the caller gets (the upstream echoed the query into it)
     "api_key-query": ({"inject": {"query": "key"}}, "/landing?a=1&key=REDACTED"),

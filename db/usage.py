@@ -13,16 +13,32 @@ _SELECT = ", ".join(COLUMNS)
 _INSERTED = tuple(name for name in COLUMNS if name not in {"id", "created_at"})
 
 
+_TYPES = {
+    "credential_id": "uuid",
+    "grant_id": "uuid",
+    "upstream_status": "integer",
+    "request_bytes": "bigint",
+    "response_bytes": "bigint",
+    "duration_ms": "integer",
+    "created_at": "timestamptz",
+}
+_WRITTEN = (*_INSERTED, "created_at")
+_RECORD_MANY = (
+    "WITH used AS (UPDATE credential SET last_used_at = now() WHERE id = ANY({}::uuid[])) "
+    f"INSERT INTO credential_usage ({', '.join(_WRITTEN)}) SELECT * FROM unnest("
+    + ", ".join(f"{{}}::{_TYPES.get(name, 'text')}[]" for name in _WRITTEN)
+    + ")"
+)
+
+
 async def record_many(batch: Sequence[Mapping[str, Any]]) -> None:
-    """Record several calls and set their credentials' ``last_used_at``, in one statement. ``created_at`` comes with
-    each record (the time of the call, not of the write), so the listing keeps the calls' order."""
-    columns = (*_INSERTED, "created_at")
-    row = "(" + ", ".join("{}" for _ in columns) + ")"
+    """Record several calls and set their credentials' ``last_used_at``, in one statement whose text is the same for
+    any number of records (one array per column), so it is prepared once. ``created_at`` comes with each record (the
+    time of the call, not of the write), so the listing keeps the calls' order."""
     await CredentialUsage.raw(
-        "WITH used AS (UPDATE credential SET last_used_at = now() WHERE id = ANY({})) "
-        f"INSERT INTO credential_usage ({', '.join(columns)}) VALUES {', '.join(row for _ in batch)}",
+        _RECORD_MANY,
         list({values["credential_id"] for values in batch}),
-        *(values[name] for values in batch for name in columns),
+        *([values[name] for values in batch] for name in _WRITTEN),
     )
 
 

@@ -349,6 +349,20 @@ async def check_due(checked_before: datetime, limit: int) -> list[dict[str, Any]
     )
 
 
+async def claim_check(credential_id: uuid.UUID, checked_before: datetime, when: datetime) -> bool:
+    """Claim a due provider check by moving its ``last_checked_at`` to ``when``, only while it is still due: of
+    several instances that found it due at once, exactly one gets True (the check then records its outcome)."""
+    last = "(proxy ->> 'last_checked_at')::timestamptz"
+    claimed = await Credential.raw(
+        "UPDATE credential SET proxy = proxy || jsonb_build_object('last_checked_at', {}::text) "
+        f"WHERE id = {{}} AND {VISIBLE} AND status = 'active' AND ({last} IS NULL OR {last} <= {{}}) RETURNING id",
+        when.isoformat(),
+        credential_id,
+        checked_before,
+    )
+    return bool(claimed)
+
+
 async def any_state(credential_id: uuid.UUID) -> dict[str, Any] | None:
     """One row whatever its state (the purge reads what it reports and revokes)."""
     rows = await Credential.raw(f"SELECT {_SELECT} FROM credential WHERE id = {{}}", credential_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from db.tables import CredentialUsage
@@ -13,13 +13,32 @@ _SELECT = ", ".join(COLUMNS)
 _INSERTED = tuple(name for name in COLUMNS if name not in {"id", "created_at"})
 
 
-async def record(values: Mapping[str, Any]) -> None:
-    """Record one call and set the credential's ``last_used_at``, in one statement (one round trip)."""
+_TYPES = {
+    "credential_id": "uuid",
+    "grant_id": "uuid",
+    "upstream_status": "integer",
+    "request_bytes": "bigint",
+    "response_bytes": "bigint",
+    "duration_ms": "integer",
+    "created_at": "timestamptz",
+}
+_WRITTEN = (*_INSERTED, "created_at")
+_RECORD_MANY = (
+    "WITH used AS (UPDATE credential SET last_used_at = now() WHERE id = ANY({}::uuid[])) "
+    f"INSERT INTO credential_usage ({', '.join(_WRITTEN)}) SELECT * FROM unnest("
+    + ", ".join(f"{{}}::{_TYPES.get(name, 'text')}[]" for name in _WRITTEN)
+    + ")"
+)
+
+
+async def record_many(batch: Sequence[Mapping[str, Any]]) -> None:
+    """Record several calls and set their credentials' ``last_used_at``, in one statement whose text is the same for
+    any number of records (one array per column), so it is prepared once. ``created_at`` comes with each record (the
+    time of the call, not of the write), so the listing keeps the calls' order."""
     await CredentialUsage.raw(
-        "WITH used AS (UPDATE credential SET last_used_at = now() WHERE id = {}) "
-        f"INSERT INTO credential_usage ({', '.join(_INSERTED)}) VALUES ({', '.join('{}' for _ in _INSERTED)})",
-        values["credential_id"],
-        *(values[name] for name in _INSERTED),
+        _RECORD_MANY,
+        list({values["credential_id"] for values in batch}),
+        *([values[name] for values in batch] for name in _WRITTEN),
     )
 
 

@@ -386,7 +386,8 @@ class ProxySettings(Section, frozen=True, kw_only=True):
     """The longest lifetime a grant may be given (``ttl_seconds`` above it answers 422)."""
     check_interval_seconds: Annotated[int, Env("CREDENTIALS_CHECK_INTERVAL"), msgspec.Meta(ge=0, le=30 * _DAY)] = 0
     """Provider checks: a credential with ``check`` settings is checked again once its last check is this old, by a
-    job of the service every interval/10 (at least 10 s) and by ``credctl check --due`` (0: no job of the service)."""
+    job of the service every interval/10 (at least 1 s; each due check is claimed in Postgres, so of several
+    instances one runs it) and by ``credctl check --due`` (0: no job of the service)."""
 
     def __post_init__(self) -> None:
         if self.grant_default_ttl_seconds > self.grant_max_ttl_seconds:

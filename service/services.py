@@ -28,6 +28,7 @@ from service.oauth.egress import EgressRules
 from service.proxy.check import CheckService
 from service.proxy.service import ProxyService
 from service.proxy.upstream import UpstreamPolicy, Upstreams
+from service.proxy.usage import usage_writer
 from service.startup import StartupError, database_errors, vault_errors
 from vault.store import ANY_WORKSPACE, SERVICE_ACTOR, CallContext, SecretStore
 
@@ -64,9 +65,10 @@ class Services:
             open_database(database),
             open_secret_store(settings, workers) as store,
             open_upstreams(settings) as upstreams,
+            usage_writer() as usage,
         ):
             credentials = credential_service(settings, store)
-            proxy = ProxyService(credentials, upstreams)
+            proxy = ProxyService(credentials, upstreams, usage)
             yield cls(
                 settings=settings,
                 store=store,

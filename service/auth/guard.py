@@ -6,6 +6,11 @@
   supabase_<jwt>``. ``X-Workspace-Id`` picks one of the user's workspaces; it may be left out only when the user has
   exactly one (400 otherwise), and must name one of theirs (403 otherwise). The role there gives the permissions.
 
+- A grant token (``service.grants``), as ``Authorization: Bearer cg_...``, on the routes of one credential that name
+  it in ``opt["grant"]``: ``"use"`` (the proxy), where it authenticates, and ``"refuse"`` (reveal), where a grant for
+  *that* credential answers 403: it may use the secret, never see it. Anywhere else, and on another credential's
+  routes, it authenticates nothing (401).
+
 Missing, malformed, unknown, expired, revoked or inactive credentials all answer 401 with ``WWW-Authenticate:
 Bearer``; nothing a caller presented is ever echoed in an error or a log line.
 """
@@ -31,6 +36,7 @@ from service.grants import service as grants
 
 NOT_AUTHENTICATED = "Not authenticated"
 TOKENS_NOT_ACCEPTED = "User tokens are not accepted by this service"
+GRANT_USE_ONLY = "A grant permits use of its credential through the proxy only; it cannot reveal the secret"
 _JWT_FORMAT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
 
@@ -146,9 +152,14 @@ async def throttled_authenticate(
 
 async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Runs before the request body or query is parsed: an anonymous caller learns nothing about validation.
-    A handler's ``opt={"permission": ...}`` names what it needs."""
-    grant_for = connection.path_params.get("credential_id") if handler.opt.get("grant") else None
+    A handler's ``opt={"permission": ...}`` names what it needs; ``opt={"grant": "use" | "refuse"}`` whether a grant
+    token for the route's credential is recognised there (the module's docstring): this is the one place that
+    decides where a grant may go."""
+    grant_route = handler.opt.get("grant")
+    grant_for = connection.path_params.get("credential_id") if grant_route else None
     principal = await throttled_authenticate(connection, grant_for)
+    if principal.grant is not None and grant_route != "use":
+        raise Forbidden(GRANT_USE_ONLY)
     permission = handler.opt.get("permission")
     if permission:
         principal.require(Permission(permission))

@@ -72,7 +72,9 @@ USE = {**ERRORS, **errors(409, 410, 502)}
 REFRESH = {**ERRORS, **errors(409, 502)}
 REPLAY = {**ERRORS, **errors(409, 410)}
 NO_STORE = CacheControlHeader(no_store=True)
-READ, WRITE, REVEAL = needs(Permission.read), needs(Permission.write), needs(Permission.reveal)
+READ, WRITE = needs(Permission.read), needs(Permission.write)
+REVEAL = {**needs(Permission.reveal), "grant": "refuse"}
+"""``grant``: a grant token for this credential is recognised here, and refused with 403 (``service.auth.guard``)."""
 
 
 def action(path: str, **kwargs: Any) -> post:

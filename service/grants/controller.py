@@ -18,10 +18,12 @@ from service.openapi import SECURITY, errors, needs
 from service.paging import MAX_SKIP
 from service.proxy import usage
 from service.proxy.check import CheckService
+from service.proxy.service import ProxyService
 
 Service = NamedDependency[CredentialService]
 Grants = NamedDependency[GrantService]
 Checks = NamedDependency[CheckService]
+Proxy = NamedDependency[ProxyService]
 ERRORS = errors(401, 403, 404, 422, 503)
 USE, READ = needs(Permission.use), needs(Permission.read)
 Skip = Annotated[int, QueryParameter(ge=0, le=MAX_SKIP, description="Number of entries to skip")]
@@ -71,11 +73,12 @@ class GrantController(Controller):
 
     @get("/{credential_id:str}/usage", opt=READ, summary="List Credential Usage", responses=ERRORS)
     async def list_usage(
-        self, credential_id: FromPath[str], ctx: Ctx, service: Service, skip: Skip = 0, limit: Limit = 100
+        self, credential_id: FromPath[str], ctx: Ctx, proxy: Proxy, skip: Skip = 0, limit: Limit = 100
     ) -> UsageList:
         """Addition: one entry per proxied call, newest first: who (key, user or grant), method, host, path template,
-        upstream status, bytes, duration and request id. Never a header value, a query or a body."""
-        return await usage.page(service, ctx, credential_id, skip, limit)
+        upstream status, bytes, duration and request id. Never a header value, a query or a body. The calls this
+        instance served are all listed; another instance's show within moments (each writes its record in batches)."""
+        return await usage.page(proxy.credentials, proxy.usage, ctx, credential_id, skip, limit)
 
     @post(
         "/{credential_id:str}/check",

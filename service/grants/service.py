@@ -38,6 +38,12 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def new_token() -> tuple[str, str, str]:
+    """A fresh grant token: its lookup id, the hash to store, and the token (shown once, stored nowhere)."""
+    lookup, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    return lookup, _hash(secret), f"{PREFIX}{lookup}_{secret}"
+
+
 def status_of(row: dict[str, Any]) -> str:
     if row["revoked_at"] is not None:
         return "revoked"
@@ -120,13 +126,13 @@ class GrantService:
                 raise RequestInvalid.at(
                     ["body", "path_prefixes", i], "The prefix is outside the credential's path prefixes", "not_narrower"
                 )
-        lookup, secret, when = secrets.token_hex(8), secrets.token_urlsafe(32), model.now()
+        (lookup, secret_hash, token), when = new_token(), model.now()
         row = {
             "id": uuid.uuid4(),
             "credential_id": credential.id,
             "workspace_id": credential.workspace_id,
             "lookup_id": lookup,
-            "secret_hash": _hash(secret),
+            "secret_hash": secret_hash,
             "label": data.label,
             "methods": list(dict.fromkeys(data.methods)) if data.methods else None,
             "path_prefixes": list(dict.fromkeys(data.path_prefixes)) if data.path_prefixes else None,
@@ -138,7 +144,7 @@ class GrantService:
             "revoked_at": None,
         }
         await rows.insert(row)
-        return GrantCreated(**_read(row), token=f"{PREFIX}{lookup}_{secret}")
+        return GrantCreated(**_read(row), token=token)
 
     async def list(self, ctx: RequestContext, credential_id: str, skip: int, limit: int) -> GrantList:
         credential = await self.credentials.get(ctx, credential_id)

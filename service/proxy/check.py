@@ -96,11 +96,17 @@ class CheckReport:
 
 
 async def check_due(checks: CheckService, interval: timedelta, limit: int = 1000) -> CheckReport:
-    """Check every active credential with check settings whose last check is older than ``interval``."""
-    due = await rows.check_due(model.now() - interval, limit)
-    report = CheckReport(due=len(due))
+    """Check every active credential with check settings whose last check is older than ``interval``. Each check is
+    claimed first (``db.credentials.claim_check``), so instances running this at the same time never run one check
+    twice; a check another instance claimed is not counted here."""
+    checked_before = model.now() - interval
+    due = await rows.check_due(checked_before, limit)
+    report = CheckReport()
     run_id = f"check-due-{uuid.uuid4().hex[:12]}"
     for row in due:
+        if not await rows.claim_check(row["id"], checked_before, model.now()):
+            continue
+        report.due += 1
         # Sees every scope of its workspace (admin), as an operator's job must; it has no permission otherwise.
         principal = Principal(
             workspace_id=row["workspace_id"], actor_id=ACTOR, permissions=frozenset({Permission.admin}), kind="system"

@@ -2,26 +2,90 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from litestar import Request, route
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.response import Stream
+from litestar.response.base import ASGIResponse
 
 from service.auth.principal import Permission
 from service.context import Ctx
-from service.errors import PayloadTooLarge
+from service.errors import BadGateway, GatewayTimeout, PayloadTooLarge
 from service.openapi import SECURITY, errors, needs
 from service.proxy import paths
 from service.proxy.schemas import METHODS
-from service.proxy.service import Call, ProxyService
+from service.proxy.service import Call, Proxied, ProxyService
 
 Proxy = NamedDependency[ProxyService]
-PROXY_OPT = {**needs(Permission.use), "grant": True}
+PROXY_OPT = {**needs(Permission.use), "grant": "use"}
 """``grant``: the authentication guard also accepts a grant token here, for the credential it is bound to."""
+
+
+SMALL_BODY = 64 * 1024
+"""An answer that declares at most this many bytes is read whole and sent at once (no streaming machinery)."""
+
+
+class Passthrough(Stream):
+    """A stream that answers with the upstream's headers as it sent them: a repeated header (two ``Set-Cookie``, two
+    ``Link``) keeps every value, in order, which a header mapping cannot hold. An upstream header replaces one of
+    the same name that the response would otherwise carry (``Content-Type``). With ``whole`` (a small body already
+    read), it is sent as one plain response: no task watching for the caller's disconnect, no chunk loop."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        upstream_headers: list[tuple[str, str]],
+        whole: bytes | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(content, **kwargs)
+        self.upstream_headers = upstream_headers
+        self.whole = whole
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        if self.whole is None:
+            response = super().to_asgi_response(*args, **kwargs)
+        else:
+            response = ASGIResponse(
+                background=self.background or kwargs.get("background"),
+                body=self.whole,
+                headers={**(kwargs.get("headers") or {}), **self.headers},
+                is_head_response=bool(kwargs.get("is_head_response")),
+                media_type=self.media_type,
+                status_code=self.status_code,
+            )
+        for name in {name.lower() for name, _ in self.upstream_headers}:
+            del response.headers[name]
+        response.headers.headers.extend(
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.upstream_headers
+        )
+        return response
+
+
+async def _small(proxied: Proxied, method: str) -> bytes | None:
+    """The whole body, when the upstream declared a small one that may be sent at once; None: stream it."""
+    declared = next((value for name, value in proxied.headers if name.lower() == "content-length"), None)
+    if declared is None or not declared.isdigit() or int(declared) > SMALL_BODY:
+        return None
+    if method == "HEAD" or proxied.status < 200 or proxied.status in {204, 304}:
+        return None
+    try:
+        return b"".join([chunk async for chunk in proxied.body])
+    except TimeoutError:
+        proxied.usage.outcome = "timeout"
+        await proxied.usage.save()
+        raise GatewayTimeout("The upstream's answer stalled") from None
+    except aiohttp.ClientError as exc:
+        proxied.usage.outcome = "unreachable"
+        await proxied.usage.save()
+        raise BadGateway(f"The upstream's answer broke off ({type(exc).__name__})") from None
 
 
 def proxy_handler(max_request_bytes: int) -> HTTPRouteHandler:
@@ -50,18 +114,12 @@ def proxy_handler(max_request_bytes: int) -> HTTPRouteHandler:
             chunks.append(chunk)
         call = Call(request.method, upstream_path, query, list(request.headers.items()), b"".join(chunks))
         proxied = await proxy.forward(ctx, credential_id, call)
-        headers = {}
-        content_type = "application/octet-stream"
-        for name, value in proxied.headers:
-            if name.lower() == "content-type":
-                content_type = value
-            else:
-                headers[name] = value  # a repeated header keeps its last value (Set-Cookie: see the README)
-        return Stream(
+        return Passthrough(
             proxied.body,
+            whole=await _small(proxied, call.method),
+            upstream_headers=proxied.headers,
             status_code=proxied.status,
-            headers=headers,
-            media_type=content_type,
+            media_type="application/octet-stream",  # unless the upstream names its own
             background=BackgroundTask(proxied.usage.save),
         )
 

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, unquote_plus
 
-import httpx
+import aiohttp
+from multidict import CIMultiDictProxy
 
 from db import grants as grant_rows
-from db import usage
 from service.context import RequestContext
 from service.credentials import model
 from service.credentials.model import Action, Credential
@@ -33,6 +34,7 @@ from service.errors import AuthFailure, BadGateway, Forbidden, GatewayTimeout, S
 from service.proxy import config, paths
 from service.proxy.schemas import IDEMPOTENT, ProxyView
 from service.proxy.upstream import HOP_BY_HOP, Upstreams, bounded, host_of
+from service.proxy.usage import UsageWriter
 
 log = logging.getLogger("service.proxy")
 
@@ -58,6 +60,7 @@ class Usage:
 
     credential: Credential
     ctx: RequestContext
+    sink: UsageWriter
     method: str
     host: str
     path_template: str
@@ -68,28 +71,27 @@ class Usage:
     response_bytes: list[int] = field(default_factory=lambda: [0])
 
     async def save(self) -> None:
+        """Queue the record (``UsageWriter``): written in a batch soon after, never on the response path."""
         principal = self.ctx.principal
-        try:
-            await usage.record(
-                {
-                    "credential_id": self.credential.id,
-                    "workspace_id": self.credential.workspace_id,
-                    "actor_kind": principal.kind,
-                    "actor_id": principal.actor_id,
-                    "grant_id": uuid.UUID(principal.grant.id) if principal.grant else None,
-                    "method": self.method,
-                    "host": self.host,
-                    "path_template": self.path_template,
-                    "upstream_status": self.status,
-                    "outcome": self.outcome,
-                    "request_bytes": self.request_bytes,
-                    "response_bytes": self.response_bytes[0],
-                    "duration_ms": int((time.monotonic() - self.started) * 1000),
-                    "request_id": self.ctx.request_id[:128],
-                }
-            )
-        except Exception as exc:
-            log.warning("credential %s: usage not recorded (%s)", self.credential.id, type(exc).__name__)
+        await self.sink.put(
+            {
+                "credential_id": self.credential.id,
+                "workspace_id": self.credential.workspace_id,
+                "actor_kind": principal.kind,
+                "actor_id": principal.actor_id,
+                "grant_id": uuid.UUID(principal.grant.id) if principal.grant else None,
+                "method": self.method,
+                "host": self.host,
+                "path_template": self.path_template,
+                "upstream_status": self.status,
+                "outcome": self.outcome,
+                "request_bytes": self.request_bytes,
+                "response_bytes": self.response_bytes[0],
+                "duration_ms": int((time.monotonic() - self.started) * 1000),
+                "request_id": self.ctx.request_id[:128],
+                "created_at": model.now(),
+            }
+        )
 
 
 @dataclass
@@ -103,9 +105,10 @@ class Proxied:
 
 
 class ProxyService:
-    def __init__(self, credentials: CredentialService, upstreams: Upstreams) -> None:
+    def __init__(self, credentials: CredentialService, upstreams: Upstreams, usage: UsageWriter) -> None:
         self.credentials = credentials
         self.upstreams = upstreams
+        self.usage = usage
 
     async def prepare(
         self, ctx: RequestContext, credential_id: str, method: str, path: str
@@ -134,39 +137,43 @@ class ProxyService:
             credential = await refresher.refresh_once(ctx, credential, force=False, margin=refresher.skew)
         else:
             credential.check_usable_now()
-        record = Usage(credential, ctx, call.method, host_of(view.base_url), paths.template(call.path))
+        record = Usage(credential, ctx, self.usage, call.method, host_of(view.base_url), paths.template(call.path))
         record.request_bytes = len(call.body)
         try:
-            response = await self._send(ctx, credential, view, call)
-            if response.status_code == 401 and credential.refreshable and call.method in IDEMPOTENT:
-                await response.aclose()
+            response, sent_secrets = await self._send(ctx, credential, view, call)
+            if response.status == 401 and credential.refreshable and call.method in IDEMPOTENT:
+                response.close()
                 seen = credential
                 credential = await refresher.refresh_once(ctx, seen, force=True, margin=refresher.skew)
-                response = await self._send(ctx, credential, view, call)
+                response, retried_secrets = await self._send(ctx, credential, view, call)
+                sent_secrets += retried_secrets
         except ServiceError as exc:
             record.outcome = "timeout" if isinstance(exc, GatewayTimeout) else "unreachable"
             await record.save()
             raise
-        record.status = response.status_code
+        record.status = response.status
         limit = self.upstreams.policy.max_response_bytes
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await response.aclose()
+            response.close()
             record.outcome = "too_large"
             await record.save()
             raise BadGateway(f"The upstream's answer exceeds {limit} bytes")
-        headers = [
-            (name, value)
-            for name, value in response.headers.multi_items()
-            if name.lower() not in HOP_BY_HOP and name.lower() not in _connection_tokens(response.headers)
-        ]
+        hop = HOP_BY_HOP | _connection_tokens(response.headers)
+        raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
+        headers = scrub([(name, value) for name, value in raw if name.lower() not in hop], sent_secrets)
         return Proxied(
-            response.status_code, headers, _recorded(bounded(response, limit, record.response_bytes), record), record
+            response.status, headers, _recorded(bounded(response, limit, record.response_bytes), record), record
         )
 
-    async def _send(self, ctx: RequestContext, credential: Credential, view: ProxyView, call: Call) -> httpx.Response:
+    async def _send(
+        self, ctx: RequestContext, credential: Credential, view: ProxyView, call: Call
+    ) -> tuple[aiohttp.ClientResponse, list[str]]:
+        """The upstream's response, and the secret values this request carried (``scrub`` keeps them out of the
+        response headers)."""
         secret = await self.credentials.read_secret(ctx, credential, credential.kv_version)
         injected, query_param = inject(view, credential.auth_type, secret)
+        sent = secret_values(view, credential.auth_type, secret)
         query = call.query
         if query_param is not None:
             name, value = query_param
@@ -176,15 +183,20 @@ class ProxyService:
         dropped = _STRIPPED | {name.lower() for name in injected} | _connection_tokens(call.headers)
         headers = [(name, value) for name, value in call.headers if name.lower() not in dropped]
         headers += [("host", target.host), ("x-request-id", ctx.request_id), *injected.items()]
-        request = target.client.build_request(
-            call.method, target.url, headers=headers, content=call.body or None, extensions=target.extensions
-        )
         try:
-            return await target.client.send(request, stream=True)
-        except httpx.TimeoutException:
+            response = await target.session.request(
+                call.method,
+                target.url,
+                headers=headers,
+                data=call.body or None,
+                allow_redirects=False,
+                server_hostname=target.server_hostname,
+            )
+        except TimeoutError:
             raise GatewayTimeout(f"The upstream did not answer within {self.upstreams.policy.timeout:g} s") from None
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise BadGateway(f"Cannot reach the upstream ({type(exc).__name__})") from None
+        return response, sent
 
 
 async def _recorded(body: AsyncIterator[bytes], record: Usage) -> AsyncIterator[bytes]:
@@ -202,11 +214,61 @@ async def _recorded(body: AsyncIterator[bytes], record: Usage) -> AsyncIterator[
 def _connection_tokens(headers: Any) -> set[str]:
     """Header names listed in ``Connection`` (RFC 9110 section 7.6.1): hop-by-hop too."""
     values = (
-        headers.get_list("connection")
-        if isinstance(headers, httpx.Headers)
+        headers.getall("connection", [])
+        if isinstance(headers, CIMultiDictProxy)
         else [value for name, value in headers if name.lower() == "connection"]
     )
     return {token.strip().lower() for value in values for token in value.split(",") if token.strip()}
+
+
+_URL_HEADERS = frozenset({"location", "content-location", "link", "refresh"})
+_REDACTED = "REDACTED"
+_QUERY_PAIR = re.compile(r"([?&;][^=&;#?\s>]*=)([^&;#\s>]*)")
+"""One ``name=value`` of a query inside a header value (up to the next separator, fragment, space or ``>``)."""
+
+
+def _carries(value: str, secrets: list[str]) -> bool:
+    """Whether a header value holds one of the secrets, as sent or percent-encoded (``+`` for space included)."""
+    forms = (value, unquote(value), unquote_plus(value))
+    return any(secret in form for secret in secrets for form in forms)
+
+
+def scrub(headers: list[tuple[str, str]], secrets: list[str]) -> list[tuple[str, str]]:
+    """The upstream's response headers without the secrets the request carried: an upstream that echoes the request
+    (a redirect whose ``Location`` repeats the query, where a query-parameter injection put the key; a debugging
+    header repeating ``Authorization``) must not show the secret to the caller. In a URL-valued header (Location,
+    Content-Location, Link, Refresh) the query parameters that hold a secret are replaced by ``REDACTED``, so the
+    redirect still says where; any other header that holds one is dropped. The body is streamed as it comes and not
+    scanned (README, "Use without reveal")."""
+    secrets = [secret for secret in secrets if secret]
+    kept: list[tuple[str, str]] = []
+    for name, value in headers:
+        if not _carries(value, secrets):
+            kept.append((name, value))
+            continue
+        if name.lower() in _URL_HEADERS:
+            redacted = _QUERY_PAIR.sub(
+                lambda pair: pair.group(1) + _REDACTED if _carries(pair.group(2), secrets) else pair.group(0), value
+            )
+            if not _carries(redacted, secrets):
+                kept.append((name, redacted))
+                continue
+        log.warning("proxy: the upstream's %s header held the injected secret; not returned", name.lower())
+    return kept
+
+
+def secret_values(view: ProxyView, auth_type: AuthType, secret: dict[str, Any]) -> list[str]:
+    """The secret values ``inject`` puts into a request (a public key or a user name is no secret)."""
+    kind = view.injection.kind
+    if kind == "basic":
+        return [str(secret["password"]), _basic(secret)]
+    if kind == "key_pair":
+        return [str(secret["secret_key"])]
+    return [str(secret["api_key"] if auth_type is AuthType.api_key else secret["access_token"])]
+
+
+def _basic(secret: dict[str, Any]) -> str:
+    return base64.b64encode(f"{secret['username']}:{secret['password']}".encode()).decode()
 
 
 def inject(
@@ -215,8 +277,7 @@ def inject(
     """The headers (and query parameter) that carry the secret, as the settings say (``config.injection_for``)."""
     kind, names = view.injection.kind, view.injection.names
     if kind == "basic":
-        pair = f"{secret['username']}:{secret['password']}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}, None
+        return {"Authorization": "Basic " + _basic(secret)}, None
     if kind == "key_pair":
         return {names[0]: str(secret["public_key"]), names[1]: str(secret["secret_key"])}, None
     value = str(secret["api_key"] if auth_type is AuthType.api_key else secret["access_token"])

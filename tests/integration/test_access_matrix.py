@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,10 +26,13 @@ import httpx
 import msgspec
 import pytest
 
+from db import grants as grant_rows
 from db.tables import ApiKey
 from service.access.controller import to_key_read
 from service.auth.api_keys import create as create_api_key
 from service.auth.api_keys import revoke as revoke_api_key
+from service.auth.guard import GRANT_USE_ONLY
+from service.grants.service import new_token
 from tests.support.api import API, new_credential
 from tests.support.tokens import mint, stranger_rsa_key
 
@@ -45,6 +49,8 @@ class World:
     b: str
     keys_in_a: list[dict[str, Any]] = field(default_factory=list)
     setup: dict[str, dict[str, str]] = field(default_factory=dict)
+    target_credential: dict[str, Any] | None = None
+    """The cell's credential, when its endpoint has one."""
 
     async def key(self, workspace: str, permissions: tuple[str, ...], **options: Any) -> tuple[str, dict[str, Any]]:
         new = await create_api_key(workspace, list(permissions), "matrix", **options)
@@ -176,6 +182,35 @@ async def other_workspace_user(world: World) -> Who:
     return Who(bearer(token), kind="user", actor=sub, permissions=ALL, role="owner", presented=token)
 
 
+async def grant_holder(world: World) -> Who:
+    """A grant token for a credential of A: the cell's own credential when it has one in A, else a credential of its
+    own (so on ``other`` cells it is a grant for another credential). Written as the grants API writes it, because
+    the matrix's credentials have no proxy settings, which creating one through the API needs."""
+    target = world.target_credential
+    credential = target if target and target["workspace_id"] == world.a else await world.credential(world.a)
+    lookup, secret_hash, token = new_token()
+    now = datetime.now(UTC)
+    await grant_rows.insert(
+        {
+            "id": uuid.uuid4(),
+            "credential_id": uuid.UUID(credential["id"]),
+            "workspace_id": world.a,
+            "lookup_id": lookup,
+            "secret_hash": secret_hash,
+            "label": "matrix agent",
+            "methods": None,
+            "path_prefixes": None,
+            "max_uses": None,
+            "uses": 0,
+            "expires_at": now + timedelta(minutes=5),
+            "created_at": now,
+            "created_by": "matrix",
+            "revoked_at": None,
+        }
+    )
+    return Who(bearer(token), kind="grant", actor=credential["id"], permissions=("use",), presented=token)
+
+
 async def nobody(world: World) -> Who:
     return Who({}, error=(401, "Not authenticated"))
 
@@ -193,6 +228,7 @@ CALLERS: dict[str, Callable[[World], Awaitable[Who]]] = {
     "user-member": user_caller("member"),
     "user-viewer": user_caller("viewer"),
     "user-of-another-workspace": other_workspace_user,
+    "grant": grant_holder,
     "no-credentials": nobody,
     "key-expired": broken_key("expired"),
     "key-revoked": broken_key("revoked"),
@@ -250,12 +286,32 @@ def forbidden_detail(who: Who, permission: str) -> str:
     return f"This API key lacks the '{permission}' permission"
 
 
+GRANT_ROUTES = {"proxy-call", "reveal-credential"}
+"""Where a grant token is recognised at all: its credential's proxy (use) and reveal (refused, 403)."""
+
+
+def grant_expected(name: str, target: str) -> tuple[int, Any]:
+    """A grant authenticates only its own credential's proxy route; on its reveal it is refused (403: use, never
+    see); everywhere else, another credential's routes included, it is nothing (401)."""
+    if name not in GRANT_ROUTES:
+        return 401, {"detail": "Invalid API key"}
+    if target == "other":
+        return 401, {"detail": "Invalid grant"}
+    if target == "other-header":
+        return 403, {"detail": "X-Workspace-Id does not match the grant's workspace"}
+    if name == "reveal-credential":
+        return 403, {"detail": GRANT_USE_ONLY}
+    return 409, {"detail": NOT_PROXYABLE}
+
+
 def expected(
     who: Who, name: str, target: str, world: World, obj: dict[str, Any] | None, got: dict[str, Any], listed_own: Any
 ) -> tuple[int, Any]:
     endpoint = ENDPOINTS[name]
     if who.error:
         return who.error[0], {"detail": who.error[1]}
+    if who.kind == "grant":
+        return grant_expected(name, target)
     header_workspace = world.b if target == "other-header" else world.a
     if who.kind == "api_key" and header_workspace != world.a:
         return 403, {"detail": "X-Workspace-Id does not match the API key's workspace"}
@@ -373,6 +429,7 @@ async def test_cell(
         obj = await world.credential(object_workspace)
     elif spec.target == "key":
         _, obj = await world.key(object_workspace, ("read",))
+    world.target_credential = obj if spec.target == "credential" else None
     listed_own = await world.credential(world.a) if endpoint == "list-credentials" else None
     if endpoint == "list-credentials":
         await world.credential(world.b)  # must not show up

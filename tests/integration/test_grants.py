@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from devtools.stack import BaoServer
+from service.auth.guard import GRANT_USE_ONLY
 from service.config import Settings
-from tests.integration.test_proxy import PROXY, proxy_settings, proxyable
 from tests.support.api import API, Caller, MakeCaller, create
+from tests.support.proxy import PROXY, proxy_settings, proxyable
 from tests.support.servers import env_for, running_app, serving
 from tests.support.upstream import Upstream, running_upstream
 
@@ -94,10 +95,16 @@ async def test_a_grant_uses_its_credential_and_can_do_nothing_else(
     assert upstream.received[0].headers["authorization"] == f"Bearer {secret['api_key']}"
     assert token not in str(upstream.received[0].headers)
 
+    # It may use the secret, never see it: its credential's reveal answers 403, another's 401.
+    revealed = await app.post(f"{API}/{created['id']}/reveal", headers=bearer(token))
+    assert (revealed.status_code, revealed.json()) == (403, {"detail": GRANT_USE_ONLY})
+    assert "www-authenticate" not in revealed.headers
+    assert secret["api_key"] not in revealed.text
+    other_reveal = await app.post(f"{API}/{other['id']}/reveal", headers=bearer(token))
+    assert (other_reveal.status_code, other_reveal.json()) == (401, {"detail": "Invalid grant"})
     # Everywhere else the token is nothing: 401, as an unknown API key.
     invalid_key = (401, {"detail": "Invalid API key"})
     for method, path in [
-        ("POST", f"{API}/{created['id']}/reveal"),
         ("GET", f"{API}/{created['id']}"),
         ("GET", API),
         ("GET", f"{API}/{created['id']}/usage"),

@@ -6,38 +6,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import secrets
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from datetime import UTC, datetime
+from urllib.parse import quote
 
 import httpx
 import pytest
 
 from db.tables import Credential, CredentialUsage
 from devtools.stack import BaoServer
-from service.config import Settings
+from service.proxy.usage import usage_writer
 from tests.support.api import API, Caller, MakeCaller, create
-from tests.support.servers import running_app, settings_for
+from tests.support.proxy import PROXY, proxy_settings, proxyable, secret_values
+from tests.support.servers import running_app
 from tests.support.upstream import Upstream, running_upstream
-
-PROXY = "/api/v1/proxy"
-
-
-def proxy_settings(database_url: str, bao: BaoServer, **variables: str) -> Settings:
-    """Loopback upstreams are allowed only here, in tests (``CREDENTIALS_OAUTH_ALLOW_LOOPBACK``); small limits."""
-    values = {
-        "CREDENTIALS_OAUTH_ALLOW_LOOPBACK": "true",
-        "CREDENTIALS_OAUTH_TIMEOUT": "2",
-        "CREDENTIALS_OAUTH_RETRY_BACKOFF": "0.05",
-        "CREDENTIALS_PROXY_TIMEOUT": "1",
-        "CREDENTIALS_PROXY_MAX_REQUEST_BYTES": "2048",
-        "CREDENTIALS_PROXY_MAX_RESPONSE_BYTES": "8192",
-        # A small pool: this app lives beside the session's, on a Postgres server other sessions share.
-        "CREDENTIALS_DB_POOL_MIN": "1",
-        "CREDENTIALS_DB_POOL_MAX": "4",
-        **variables,
-    }
-    return settings_for(database_url, bao, **values)
 
 
 @pytest.fixture(scope="module")
@@ -62,27 +45,6 @@ async def app(client: httpx.AsyncClient, database_url: str, bao: BaoServer) -> A
 async def caller(make_caller: MakeCaller) -> Caller:
     """A key that may also use credentials through the proxy."""
     return await make_caller(permissions=("read", "write", "reveal", "use"))
-
-
-async def proxyable(
-    app: httpx.AsyncClient, caller: Caller, upstream: Upstream, *, auth_type: str = "api_key", **proxy: Any
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A credential with proxy settings for ``upstream``; returns it and its secret."""
-    token = secrets.token_hex(12)
-    secret = {
-        "api_key": {"api_key": f"sk_live_{token}"},
-        "basic_auth": {"username": "svc", "password": f"pw_{token}"},
-        "access_token": {"access_token": f"at_{token}"},
-        "public_key_secret": {"public_key": f"pk_{token}", "secret_key": f"sk_{token}"},
-    }[auth_type]
-    created = await create(
-        app, caller, auth_type=auth_type, credentials=secret, proxy={"base_url": upstream.url, **proxy}
-    )
-    return created, secret
-
-
-def secret_values(secret: dict[str, Any]) -> list[str]:
-    return [v for k, v in secret.items() if k not in {"username", "public_key"}]
 
 
 # --- injection, and what never leaves -----------------------------------------------------------------------------
@@ -144,6 +106,8 @@ async def test_the_upstream_receives_the_secret_and_the_caller_never_does(
     assert got.headers["x-request-id"] == "req-proxy-1"
     assert caller.key not in str(got.headers)
     assert not {"cookie", "x-private", "x-workspace-id"} & set(got.headers)
+    listed = await app.get(f"{API}/{created['id']}/usage", headers=caller.headers)  # the record is written by now
+    assert listed.json()["total"] == 1
     dumped = str(await CredentialUsage.select()) + str(await Credential.select())
     for value in secret_values(secret):
         assert value not in response.text
@@ -333,6 +297,53 @@ async def test_methods_and_prefixes_outside_the_settings_are_forbidden(
     assert [r.raw_path for r in upstream.received] == ["/v1/charges"]
 
 
+async def test_usage_records_queued_at_shutdown_are_written(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream, database_url: str, bao: BaoServer
+) -> None:
+    created, _ = await proxyable(app, caller, upstream)
+    async with running_app(proxy_settings(database_url, bao)) as instance:
+        for i in range(5):
+            response = await instance.get(f"{PROXY}/{created['id']}/v1/call/{i}", headers=caller.headers)
+            assert response.status_code == 200
+    # Nobody listed them (a listing waits for the queue): the shutdown wrote what was queued.
+    rows = await CredentialUsage.select(CredentialUsage.path_template, CredentialUsage.outcome).where(
+        CredentialUsage.credential_id == created["id"]
+    )
+    assert sorted((row["path_template"], row["outcome"]) for row in rows) == [("/v1/call/{id}", "ok")] * 5
+    read = (await app.get(f"{API}/{created['id']}", headers=caller.headers)).json()
+    assert read["last_used_at"] is not None
+
+
+async def test_a_batch_with_a_record_that_cannot_be_written_keeps_the_others(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    created, _ = await proxyable(app, caller, upstream)
+    record = {
+        "credential_id": uuid.UUID(created["id"]),
+        "workspace_id": caller.workspace,
+        "actor_kind": "api_key",
+        "actor_id": "k",
+        "grant_id": None,
+        "method": "GET",
+        "host": "127.0.0.1",
+        "path_template": "/v1/x",
+        "upstream_status": 200,
+        "outcome": "ok",
+        "request_bytes": 0,
+        "response_bytes": 2,
+        "duration_ms": 1,
+        "request_id": "req-batch",
+    }
+    gone = uuid.uuid4()  # a credential purged between the call and the write
+    async with usage_writer() as writer:
+        for credential_id in (record["credential_id"], gone, record["credential_id"]):
+            await writer.put({**record, "credential_id": credential_id, "created_at": datetime.now(UTC)})
+        await writer.flush()
+        written = await CredentialUsage.count().where(CredentialUsage.request_id == "req-batch")
+        assert written == 2
+    assert f"usage not recorded for credential {gone} (ForeignKeyViolationError)" in caplog.text
+
+
 # --- limits, timeouts, redirects ----------------------------------------------------------------------------------
 
 
@@ -372,6 +383,75 @@ async def test_redirects_are_returned_not_followed(app: httpx.AsyncClient, calle
     assert response.status_code == 302
     assert response.headers["location"] == "https://elsewhere.example/landing"
     assert len(upstream.received) == 1
+
+
+async def test_repeated_response_headers_pass_through_with_every_value(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream
+) -> None:
+    created, _ = await proxyable(app, caller, upstream)
+    response = await app.get(f"{PROXY}/{created['id']}/cookies/set", headers=caller.headers)
+    assert response.status_code == 200
+    assert response.headers.get_list("set-cookie") == ["session=abc; Path=/; HttpOnly", "theme=dark; Path=/"]
+    assert response.headers.get_list("link") == [
+        '<https://upstream.example/page/2>; rel="next"',
+        '<https://upstream.example/page/9>; rel="last"',
+    ]
+    assert response.headers.get_list("content-type") == ["application/json"]
+    assert response.headers.get_list("content-length") == ["2"]
+    assert response.content == b"{}"
+
+
+async def test_an_upstreams_cookie_never_rides_along_on_a_later_call(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream
+) -> None:
+    first, _ = await proxyable(app, caller, upstream)
+    second, _ = await proxyable(app, caller, upstream)
+    assert (await app.get(f"{PROXY}/{first['id']}/cookies/set", headers=caller.headers)).status_code == 200
+    assert (await app.get(f"{PROXY}/{second['id']}/v1/ping", headers=caller.headers)).status_code == 200
+    assert (await app.get(f"{PROXY}/{first['id']}/v1/ping", headers=caller.headers)).status_code == 200
+    assert [("cookie" in r.headers) for r in upstream.received] == [False, False, False]
+
+
+ECHOES = {
+    # how the secret is injected -> the Location the caller gets (the upstream echoed the query into it)
+    "api_key-query": ({"inject": {"query": "key"}}, "/landing?a=1&key=REDACTED"),
+    "api_key-bearer": ({}, "/landing?a=1"),
+    "api_key-header": ({"inject": {"header": "X-Api-Key"}}, "/landing?a=1"),
+}
+
+
+@pytest.mark.parametrize("how", list(ECHOES))
+async def test_an_upstream_that_echoes_the_request_never_shows_the_secret_in_a_header(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    settings, location = ECHOES[how]
+    created, secret = await proxyable(app, caller, upstream, **settings)
+    key = secret["api_key"]
+    with caplog.at_level(logging.WARNING, logger="service.proxy"):
+        response = await app.get(f"{PROXY}/{created['id']}/echo/me?a=1", headers=caller.headers)
+    assert response.status_code == 302
+    assert response.headers["location"] == upstream.url + location
+    headers = "\n".join(f"{name}: {value}" for name, value in response.headers.multi_items())
+    assert key not in headers
+    assert quote(key, safe="") not in headers
+    assert response.headers["x-kept"] == "plain"
+    if how == "api_key-query":
+        # The upstream did get the key in the query; what repeats it comes back redacted (URLs) or not at all.
+        assert upstream.received[0].query == f"a=1&key={key}"
+        assert response.headers["link"] == f'<{upstream.url}/next?a=1&key=REDACTED>; rel="next"'
+        assert "x-echo-query" not in response.headers
+        assert response.headers["x-echo-authorization"] == "-"
+        dropped = ["x-echo-query"]
+    elif how == "api_key-bearer":
+        assert "x-echo-authorization" not in response.headers
+        assert response.headers["x-echo-query"] == "a=1"
+        dropped = ["x-echo-authorization"]
+    else:
+        assert response.headers["x-echo-authorization"] == "-"
+        dropped = []
+    warned = [r.getMessage() for r in caplog.records if r.name == "service.proxy"]
+    assert warned == [f"proxy: the upstream's {name} header held the injected secret; not returned" for name in dropped]
+    assert key not in caplog.text
 
 
 # --- the use permission -------------------------------------------------------------------------------------------

@@ -1,19 +1,24 @@
 """The proxy with OAuth credentials (refresh before use, one refresh and one retry on an upstream 401) and provider
-checks (``POST .../check``, ``credctl check --due``)."""
+checks (``POST .../check``, ``credctl check --due``, the service's own job on two instances)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
 
 from devtools.stack import BaoServer
 from service.config import Settings
-from tests.integration.test_proxy import PROXY, proxy_settings, proxyable
+from service.proxy.check import check_due
+from service.services import Services
 from tests.support.api import API, Caller, MakeCaller, create
 from tests.support.oauth import TokenEndpoint, oauth_secret
+from tests.support.proxy import PROXY, proxy_settings, proxyable
 from tests.support.servers import credctl, env_for, running_app
 from tests.support.upstream import Upstream, running_upstream
 
@@ -153,3 +158,57 @@ async def test_credctl_check_due_runs_the_checks_that_are_due(
     assert [r.raw_path for r in upstream.received] == ["/v1/ping"]
     proxy = (await app.get(f"{API}/{due['id']}", headers=caller.headers)).json()["proxy"]
     assert proxy["last_check_outcome"] == "ok"
+
+
+async def test_the_service_runs_due_checks_on_its_interval_and_a_401_sets_error(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream, database_url: str, bao: BaoServer
+) -> None:
+    good, _ = await proxyable(app, caller, upstream, check={"path": "/v1/ping"})
+    bad, _ = await proxyable(app, caller, upstream, check={"path": "/status/401"})
+    # Two instances with the job on: a round every 1 s (+-50%); never checked, both credentials are due at once.
+    every_2s = proxy_settings(database_url, bao, CREDENTIALS_CHECK_INTERVAL="2")
+    async with running_app(every_2s), running_app(every_2s):
+        deadline = time.monotonic() + 10
+        while True:
+            reads: list[dict[str, Any]] = [
+                (await app.get(f"{API}/{c['id']}", headers=caller.headers)).json() for c in (good, bad)
+            ]
+            if all(read["proxy"]["last_check_outcome"] is not None for read in reads):
+                break
+            assert time.monotonic() < deadline, f"no check recorded within 10 s: {reads}"
+            await asyncio.sleep(0.05)
+        received = sorted(r.raw_path for r in upstream.received)
+    # One check each (the next is due 2 s after the first): the instances never ran one twice.
+    assert received == ["/status/401", "/v1/ping"]
+    checked, rejected = reads
+    assert (checked["proxy"]["last_check_outcome"], checked["proxy"]["last_check_status"]) == ("ok", 200)
+    assert checked["proxy"]["last_checked_at"] is not None
+    assert checked["status"] == "active"
+    assert (rejected["proxy"]["last_check_outcome"], rejected["proxy"]["last_check_status"]) == ("rejected", 401)
+    assert (rejected["status"], rejected["status_reason"]) == (
+        "error",
+        "provider check: the upstream answered HTTP 401",
+    )
+
+
+async def test_instances_running_due_checks_at_the_same_time_run_each_check_once(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream, database_url: str, bao: BaoServer
+) -> None:
+    paths = [f"/v1/ping/{i}" for i in range(6)]
+    made = [(await proxyable(app, caller, upstream, check={"path": path}))[0] for path in paths]
+    settings = proxy_settings(database_url, bao)
+    async with (
+        Services.from_settings(settings, one_off=True) as one,
+        Services.from_settings(settings, one_off=True) as two,
+    ):
+        # Both find the same six due; each check is claimed by one of them.
+        reports = await asyncio.gather(
+            check_due(one.checks, timedelta(hours=1)), check_due(two.checks, timedelta(hours=1))
+        )
+    assert sorted(r.raw_path for r in upstream.received) == paths
+    assert sum(report.due for report in reports) == 6
+    assert [report.failed for report in reports] == [[], []]
+    assert sum(report.outcomes.get("ok", 0) for report in reports) == 6
+    for created in made:
+        proxy = (await app.get(f"{API}/{created['id']}", headers=caller.headers)).json()["proxy"]
+        assert (proxy["last_check_outcome"], proxy["last_check_status"]) == ("ok", 200)

@@ -2,7 +2,8 @@
 records every request it receives and answers as its path asks.
 
 - ``/slow/...``: answers after ``slow_seconds``; ``/big/...``: a body of ``big_bytes`` with its Content-Length;
-  ``/redirect/...``: 302 elsewhere; ``/status/<n>``: status n; ``/oauth/...``: 401 unless the bearer token is in
+  ``/redirect/...``: 302 elsewhere; ``/echo/...``: 302 whose headers repeat the query and the Authorization
+  header; ``/cookies/...``: two Set-Cookie and two Link headers; ``/status/<n>``: status n; ``/oauth/...``: 401 unless the bearer token is in
   ``valid_tokens``; anything else: 200 with a small JSON body (never echoing a header).
 """
 
@@ -75,6 +76,25 @@ class Upstream:
             return
         if path.startswith("/big"):
             await _answer(send, 200, b"x" * self.big_bytes, b"application/octet-stream")
+        elif path.startswith("/cookies"):
+            repeated = [
+                (b"set-cookie", b"session=abc; Path=/; HttpOnly"),
+                (b"set-cookie", b"theme=dark; Path=/"),
+                (b"link", b'<https://upstream.example/page/2>; rel="next"'),
+                (b"link", b'<https://upstream.example/page/9>; rel="last"'),
+            ]
+            await _answer(send, 200, b"{}", b"application/json", repeated)
+        elif path.startswith("/echo"):
+            # A careless upstream: the redirect and a Link repeat the query; a header repeats the credentials.
+            query = scope["query_string"]
+            echoed = [
+                (b"location", self.url.encode() + b"/landing?" + query),
+                (b"link", b"<" + self.url.encode() + b"/next?" + query + b'>; rel="next"'),
+                (b"x-echo-authorization", headers.get("authorization", "-").encode("latin-1")),
+                (b"x-echo-query", query),
+                (b"x-kept", b"plain"),
+            ]
+            await _answer(send, 302, b"", b"text/plain", echoed)
         elif path.startswith("/redirect"):
             await _answer(send, 302, b"", b"text/plain", [(b"location", b"https://elsewhere.example/landing")])
         elif path.startswith("/status/"):

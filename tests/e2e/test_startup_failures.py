@@ -92,9 +92,6 @@ CASES = [
     Case("vault-cacert-missing", {"VAULT_CACERT": "/nonexistent/ca.pem"},
          r"VAULT_CACERT='/nonexistent/ca\.pem' cannot be read \(No such file or directory\); set it to the PEM file of "
          r"the CA that signed Vault's certificate \(just compose-certs writes one\)", status=2),
-    Case("vault-cacert-not-pem", {"VAULT_CACERT": "/dev/null"},
-         r"VAULT_CACERT='/dev/null' holds no PEM certificate \(-----BEGIN CERTIFICATE-----\); set it to the PEM file "
-         r"of the CA that signed Vault's certificate \(just compose-certs writes one\)", status=2),
     # -- every command against a dead backend ------------------------------------------------------------------------
     *(
         Case(f"{'-'.join(command)}-db-refused", {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"},

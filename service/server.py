@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
+import uvicorn.config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.config import HardeningSettings
+from service.config import HardeningSettings, Settings
 
 
 def _response(status: bytes) -> bytes:
@@ -118,11 +119,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def server_options(limits: HardeningSettings) -> dict[str, Any]:
-    """The ``uvicorn.run``/``uvicorn.Config`` options that apply the hardening limits."""
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The ``uvicorn.run``/``uvicorn.Config`` options of ``credctl serve`` and ``credctl dev``: the hardening
+    limits, and the logging. The app writes its own access lines (with the request id, actor and workspace), so
+    uvicorn writes none; in JSON mode uvicorn's own lines go through the app's logging too, so every line is JSON."""
+    limits = settings.hardening
     LimitedHttpProtocol.limits = limits
     return {
         "http": LimitedHttpProtocol,
         "limit_concurrency": limits.max_connections,
         "h11_max_incomplete_event_size": limits.max_header_bytes,
+        "log_level": "info",
+        "access_log": False,
+        "log_config": None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     }

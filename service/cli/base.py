@@ -13,7 +13,9 @@ from service.config import ConfigError
 
 
 class _Commands(click.Group):
-    """``credctl``'s group: a backend that cannot be used ends any command with one line and exit status 1."""
+    """``credctl``'s group: a backend that cannot be used ends any command with one line and exit status 1, a
+    setting that is missing or wrong with one line and status 2 (``config_errors``, for any command that reads its
+    settings outside it)."""
 
     def invoke(self, ctx: click.Context) -> object:
         from service.startup import StartupError
@@ -23,6 +25,8 @@ class _Commands(click.Group):
         except StartupError as exc:
             click.echo(f"credctl: {exc}", err=True)
             sys.exit(1)
+        except ConfigError as exc:
+            fail(str(exc))
 
 
 @click.group(cls=_Commands)

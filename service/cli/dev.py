@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+import msgspec
 
 if TYPE_CHECKING:
     import uvicorn
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
 from service.cli.base import fail, main
 
 DEV_DATABASE = "credentials_dev"
+_THE_STACKS = frozenset(
+    {
+        "DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID", "VAULT_CACERT",
+        "CREDENTIALS_VAULT_ADDRS", "CREDENTIALS_VAULT_APPROLE_MOUNT", "CREDENTIALS_TRANSIT_MOUNT",
+        "CREDENTIALS_TRANSIT_KEY", "CREDENTIALS_KV_MOUNT", "CREDENTIALS_DEV_MODE", "CREDENTIALS_JWT_HS256_SECRET",
+    }
+)  # fmt: skip
+"""Settings (and their ``_FILE`` forms) that ``credctl dev`` decides itself: the backends it starts and bootstraps."""
 DEV_WORKSPACE = "dev"
 
 
@@ -101,11 +110,21 @@ def run_dev_stack(state_dir: Path, port: int, database: str, echo: Callable[[str
     from service.app import create_app
     from service.auth import api_keys
     from service.auth.principal import Permission
-    from service.config import DatabaseSettings, HardeningSettings, JwtSettings, Settings, VaultSettings
+    from service.config import Settings
     from service.server import server_options
 
     if stack.port_in_use(port):
         raise RuntimeError(f"127.0.0.1:{port} is taken; pass --port")
+    # Every setting `serve` reads (log format and level, limits, telemetry, ...) from the environment, except the
+    # backends, which are this stack's: read before anything starts, so a bad value stops the command at once.
+    environ = {k: v for k, v in os.environ.items() if k.removesuffix("_FILE") not in _THE_STACKS}
+    placeholders = {
+        "DATABASE_URL": "postgresql://127.0.0.1/dev",
+        "VAULT_ADDR": "http://127.0.0.1",
+        "VAULT_TOKEN": "root",
+    }
+    environ.update(placeholders)  # replaced below by the stack's own, once it runs
+    base = Settings.from_env({**environ, "CREDENTIALS_DEV_MODE": "true"})
     # Unwound in reverse, each step on its own: nothing this command made stays behind.
     with contextlib.ExitStack() as exits:
         exits.callback(echo, "stopped: OpenBao, the dev database and everything else this command started.")
@@ -132,12 +151,11 @@ def run_dev_stack(state_dir: Path, port: int, database: str, echo: Callable[[str
         key = asyncio.run(new_key())
         # User tokens too: a new HS256 secret each run (32 random bytes), so tokens minted for one run die with it.
         jwt_secret = secrets.token_hex(32)
-        settings = Settings(
-            database=DatabaseSettings(url=database_url),
-            vault=VaultSettings(addr=bao.addr, token=bao.token),
-            jwt=JwtSettings(hs256_secret=jwt_secret),
-            hardening=HardeningSettings.from_env(),
-            dev_mode=True,
+        settings = msgspec.structs.replace(
+            base,
+            database=msgspec.structs.replace(base.database, url=database_url),
+            vault=msgspec.structs.replace(base.vault, addr=bao.addr, token=bao.token),
+            jwt=msgspec.structs.replace(base.jwt, hs256_secret=jwt_secret),
         )
         banner = ready_message(
             DevStack(
@@ -151,9 +169,7 @@ def run_dev_stack(state_dir: Path, port: int, database: str, echo: Callable[[str
                 audit_log=bao.audit_log,
             )
         )
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="info", **server_options(settings.hardening)
-        )
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, **server_options(settings))
         server = uvicorn.Server(config)
         asyncio.run(_serve_then_announce(server, lambda: echo(banner)))
 

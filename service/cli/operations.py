@@ -66,19 +66,13 @@ def serve(host: str, port: int, workers: int | None) -> None:
             pass
 
     asyncio.run(preflight())
-    # The app writes its own access lines (with the request id, actor and workspace); in JSON mode uvicorn's own
-    # lines go through the app's logging too, so every line is JSON.
-    log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
     uvicorn.run(
         "service.app:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers or settings.http.workers,
-        log_level="info",
-        access_log=False,
-        log_config=log_config,
-        **server_options(settings.hardening),
+        **server_options(settings),
     )
 
 

@@ -65,11 +65,11 @@ class Dev:
 
 
 @contextlib.contextmanager
-def credctl_dev(tmp_path: Path, database: str) -> Iterator[Dev]:
+def credctl_dev(tmp_path: Path, database: str, **settings: str) -> Iterator[Dev]:
     port, state_dir = free_port(), tmp_path / f"state-{secrets.token_hex(3)}"
     process = subprocess.Popen(
         [CREDCTL, "dev", "--port", str(port), "--state-dir", str(state_dir), "--database", database],
-        env=_env(),
+        env={**_env(), **settings},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -101,7 +101,8 @@ def test_the_banner_appears_once_the_service_answers_and_its_commands_run_as_pas
     tmp_path: Path, postgres_server: str
 ) -> None:
     database = f"credtest_dev_{secrets.token_hex(4)}"
-    with credctl_dev(tmp_path, database) as dev:
+    # A setting of the service's own (not a backend's) is read as `credctl serve` reads it.
+    with credctl_dev(tmp_path, database, CREDENTIALS_LOG_FORMAT="json") as dev:
         # Printed only once the port accepts connections: the first request after the banner succeeds, no retry.
         assert httpx.get(f"{dev.url}/health/live", timeout=5).status_code == 200, dev.printed
         key = dev.line(r"^API key \(workspace 'dev'; read, write, reveal, admin, use\): (ck_\S+)$")[1]
@@ -130,6 +131,13 @@ def test_the_banner_appears_once_the_service_answers_and_its_commands_run_as_pas
         assert [c["label"] for c in listed["credentials"]] == ["Stripe"]
         rest = dev.stop()
     assert dev.process.returncode == 0, rest
+    access = [json.loads(line) for line in rest.splitlines() if line.startswith("{") and '"service.access"' in line]
+    # One JSON access line per request (uvicorn's own are off), with the route and the caller's workspace.
+    assert [(a["method"], a["route"], a["status"], a["workspace"]) for a in access if a["route"] != "/health/live"] == [
+        ("POST", "/api/v1/credentials", 200, "dev"),
+        ("GET", "/api/v1/auth/session", 200, "dev"),
+        ("GET", "/api/v1/credentials", 200, "dev"),
+    ], rest
     assert "stopped: OpenBao, the dev database and everything else this command started." in rest
     assert not dev.state_dir.exists()
     assert not [p for p in _processes() if str(dev.state_dir) in p]

@@ -64,10 +64,10 @@ def shell_commands(markdown: str) -> list[str]:
 # Run as written by test_the_readmes_api_key_commands_run_as_written, in this order (KEY from the first).
 API_KEY_COMMANDS = [
     "KEY=$(credctl api-key create --workspace wsp_acme --permissions read,write,reveal,admin --label bootstrap)",
-    "credctl api-key create --workspace wsp_acme --permissions read --label ci --expires-at 2027-01-31T00:00:00+00:00",
+    "credctl api-key create --workspace wsp_acme --permissions read --label ci --expires-at 2036-01-31T00:00:00+00:00",
     "credctl api-key list --workspace wsp_acme",
     'curl -s $API/api-keys -H "Authorization: Bearer $KEY" -H \'Content-Type: application/json\' -d \'{"label": "ci", '
-    '"permissions": ["read", "write"], "expires_at": "2027-01-31T00:00:00Z"}\'',
+    '"permissions": ["read", "write"], "expires_at": "2036-01-31T00:00:00Z"}\'',
     'curl -s $API/api-keys -H "Authorization: Bearer $KEY"',
     "credctl api-key create --workspace wsp_acme --permissions read,write --label ci",
 ]
@@ -291,7 +291,7 @@ def run_api_key_commands(env: dict[str, str], served: str) -> None:
     assert rows[0] == ["id", "key", "status", "permissions", "expires_at", "label"]
     assert {(row[3], row[4][:10], row[5]) for row in rows[1:]} >= {
         ("read,write,reveal,admin", "-", "bootstrap"),
-        ("read", "2027-01-31", "ci"),
+        ("read", "2036-01-31", "ci"),
     }
     made = json.loads(over_api)
     assert (made["label"], made["permissions"], made["secret"].startswith(made["key"])) == (

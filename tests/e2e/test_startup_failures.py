@@ -89,6 +89,9 @@ CASES = [
          r"CREDENTIALS_VAULT_WORKERS='100000' is out of range: must be between 1 and 256", status=2),
     Case("log-format-xml", {"CREDENTIALS_LOG_FORMAT": "xml"},
          r"CREDENTIALS_LOG_FORMAT='xml' is not one of json, text", status=2),
+    # credctl dev reads the service's settings too (all but the backends it starts), before it starts anything.
+    Case("dev-log-format-xml", {"CREDENTIALS_LOG_FORMAT": "xml"},
+         r"CREDENTIALS_LOG_FORMAT='xml' is not one of json, text", status=2, command=("dev", "--port", "1")),
     Case("vault-cacert-missing", {"VAULT_CACERT": "/nonexistent/ca.pem"},
          r"VAULT_CACERT='/nonexistent/ca\.pem' cannot be read \(No such file or directory\); set it to the PEM file of "
          r"the CA that signed Vault's certificate \(just compose-certs writes one\)", status=2),

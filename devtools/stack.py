@@ -252,6 +252,15 @@ disable_mlock = true
 """
 
 
+def _serve(config: Path, state_dir: Path) -> tuple[Path, subprocess.Popen[bytes]]:
+    """``bao server`` with ``config``, its output in ``state_dir/bao.log``."""
+    log_file = state_dir / "bao.log"
+    with log_file.open("wb") as out:
+        command = [bao_binary(), "server", f"-config={config}"]
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return log_file, process
+
+
 def start_bao_raft(state_dir: Path) -> BaoServer:
     """A real (not dev) OpenBao with raft storage in ``state_dir``: initialised with one unseal key, unsealed and
     active when this returns (backup and restore need raft: dev servers keep their storage in memory)."""
@@ -260,14 +269,7 @@ def start_bao_raft(state_dir: Path) -> BaoServer:
     port, cluster_port = free_port(), free_port()
     config = state_dir / "bao.hcl"
     config.write_text(Template(RAFT_CONFIG).substitute(data=state_dir / "raft", port=port, cluster_port=cluster_port))
-    log_file = state_dir / "bao.log"
-    with log_file.open("wb") as out:
-        process = subprocess.Popen(
-            [bao_binary(), "server", f"-config={config}"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    log_file, process = _serve(config, state_dir)
     return _initialised(BaoServer(f"http://127.0.0.1:{port}", "", state_dir / "audit.log", log_file, process))
 
 
@@ -294,14 +296,7 @@ def start_bao_tls(state_dir: Path, *, cert: Path, key: Path, cacert: Path) -> Ba
     audit_log = state_dir / "audit.log"
     config = state_dir / "bao-tls.hcl"
     config.write_text(Template(TLS_CONFIG).substitute(port=port, cert=cert, key=key, audit_log=audit_log))
-    log_file = state_dir / "bao.log"
-    with log_file.open("wb") as out:
-        process = subprocess.Popen(
-            [bao_binary(), "server", f"-config={config}"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    log_file, process = _serve(config, state_dir)
     addr = f"https://127.0.0.1:{port}"
     return _initialised(BaoServer(addr, "", audit_log, log_file, process, cacert=str(cacert)))
 

@@ -19,7 +19,7 @@ import pytest
 from devtools.stack import BaoServer
 from service.config import Settings
 from tests.support.api import API, Caller, create
-from tests.support.servers import asgi_on_loopback, running_app, settings_for
+from tests.support.servers import asgi_on_loopback, read_body, running_app, settings_for
 
 CLIENT_ID, CLIENT_SECRET = "client-1", "client-secret-0123456789"
 
@@ -58,12 +58,7 @@ class TokenEndpoint:
         return token
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         with self.lock:
             self.calls += 1
             mode, delay = self.mode, self.delay

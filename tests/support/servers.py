@@ -164,6 +164,16 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], seconds: float = 10
             await asyncio.sleep(0.1)
 
 
+async def read_body(receive: Any) -> bytes:
+    """The whole request body of an ASGI peer (a test's token endpoint or upstream)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 @contextlib.contextmanager
 def asgi_on_loopback(app: Any, what: str, **config: Any) -> Iterator[tuple[str, uvicorn.Server]]:
     """``app`` served by uvicorn in a thread on a free loopback port: its base URL and the server, until the block

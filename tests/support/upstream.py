@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import uvicorn
 
-from tests.support.servers import asgi_on_loopback
+from tests.support.servers import asgi_on_loopback, read_body
 
 
 @dataclass
@@ -52,12 +52,7 @@ class Upstream:
         return len(self.server.server_state.connections)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         raw_path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         with self.lock:

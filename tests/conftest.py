@@ -29,7 +29,7 @@ from tests.support.tokens import AUDIENCE, HS256_SECRET, ISSUER, write_jwks
 
 # The OAuth token endpoint's fixtures (``token_server``, ``endpoint``, and ``app``, an app allowed to call it), for
 # every module that needs them; a module's own ``app`` fixture takes precedence.
-pytest_plugins = ("tests.support.oauth",)
+pytest_plugins = ("tests.support.oauth", "tests.support.upstream")
 
 
 def docker_answers() -> bool:

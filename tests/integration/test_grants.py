@@ -19,19 +19,7 @@ from service.config import Settings
 from tests.support.api import API, Caller, MakeCaller, create
 from tests.support.proxy import PROXY, proxy_settings, proxyable
 from tests.support.servers import env_for, running_app, serving
-from tests.support.upstream import Upstream, running_upstream
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[Upstream]:
-    with running_upstream() as upstream:
-        yield upstream
-
-
-@pytest.fixture
-def upstream(upstream_server: Upstream) -> Upstream:
-    upstream_server.reset()
-    return upstream_server
+from tests.support.upstream import Upstream
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -20,19 +20,7 @@ from service.proxy.usage import usage_writer
 from tests.support.api import API, Caller, MakeCaller, create
 from tests.support.proxy import PROXY, proxy_settings, proxyable, secret_values
 from tests.support.servers import running_app
-from tests.support.upstream import Upstream, running_upstream
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[Upstream]:
-    with running_upstream() as upstream:
-        yield upstream
-
-
-@pytest.fixture
-def upstream(upstream_server: Upstream) -> Upstream:
-    upstream_server.reset()
-    return upstream_server
+from tests.support.upstream import Upstream
 
 
 @pytest.fixture

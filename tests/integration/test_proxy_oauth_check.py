@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,25 +20,7 @@ from tests.support.api import API, Caller, MakeCaller, create
 from tests.support.oauth import TokenEndpoint, oauth_secret
 from tests.support.proxy import PROXY, proxy_settings, proxyable
 from tests.support.servers import credctl, env_for, running_app
-from tests.support.upstream import Upstream, running_upstream
-
-
-@pytest.fixture(scope="module")
-def upstream_server() -> Iterator[Upstream]:
-    with running_upstream() as upstream:
-        yield upstream
-
-
-@pytest.fixture
-def upstream(upstream_server: Upstream) -> Upstream:
-    upstream_server.reset()
-    return upstream_server
-
-
-@pytest.fixture
-def endpoint(token_server: TokenEndpoint) -> TokenEndpoint:
-    token_server.reset()
-    return token_server
+from tests.support.upstream import Upstream
 
 
 @pytest.fixture

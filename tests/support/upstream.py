@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import pytest
 import uvicorn
 
 from tests.support.servers import asgi_on_loopback, read_body
@@ -119,3 +120,16 @@ def running_upstream() -> Iterator[Upstream]:
     with asgi_on_loopback(upstream, "upstream", timeout_keep_alive=30) as (url, server):
         upstream.url, upstream.server = url, server
         yield upstream
+
+
+# Fixtures (a pytest plugin of the suite, tests/conftest.py): one upstream per test module, reset for each test.
+@pytest.fixture(scope="module")
+def upstream_server() -> Iterator[Upstream]:
+    with running_upstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def upstream(upstream_server: Upstream) -> Upstream:
+    upstream_server.reset()
+    return upstream_server

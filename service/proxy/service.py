@@ -253,8 +253,8 @@ def scrub(headers: list[tuple[str, str]], secrets: list[str]) -> list[tuple[str,
             if not _carries(redacted, secrets):
                 kept.append((name, redacted))
                 continue
-        # safe: the header's name only, never its value (which held the secret)
-        log.warning("proxy: the upstream's %s header held the injected secret; not returned", name.lower())
+        msg = "proxy: the upstream's %s header held the injected secret; not returned"
+        log.warning(msg, name.lower())  # safe: the header's name only, never its value
     return kept
 
 

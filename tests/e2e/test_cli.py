@@ -106,24 +106,6 @@ def test_serve_refuses_a_placeholder_token_outside_dev_mode(settings: Settings) 
     assert "placeholder" in result.stderr
 
 
-def _processes() -> list[str]:
-    return [
-        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        for pid in os.listdir("/proc")
-        if pid.isdigit() and Path(f"/proc/{pid}/cmdline").exists()
-    ]
-
-
-async def _database_exists(server_url: str, name: str) -> bool:
-    import asyncpg
-
-    connection = await asyncpg.connect(server_url)
-    try:
-        return bool(await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
-    finally:
-        await connection.close()
-
-
 def test_api_key_list_shows_a_workspaces_live_keys_without_secrets(settings: Settings) -> None:
     env, workspace = env_for(settings), f"wsp_{secrets.token_hex(4)}"
     kept = credctl("api-key", "create", "--workspace", workspace, "--label", "ci", env=env).stdout.strip()

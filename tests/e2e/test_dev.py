@@ -24,7 +24,7 @@ import pytest
 
 from devtools.stack import free_port
 from tests.support.api import new_credential
-from tests.support.servers import CREDCTL
+from tests.support.servers import CREDCTL, database_exists, processes
 
 pytestmark = pytest.mark.e2e
 
@@ -140,8 +140,8 @@ def test_the_banner_appears_once_the_service_answers_and_its_commands_run_as_pas
     ], rest
     assert "stopped: OpenBao, the dev database and everything else this command started." in rest
     assert not dev.state_dir.exists()
-    assert not [p for p in _processes() if str(dev.state_dir) in p]
-    assert not asyncio.run(_database_exists(postgres_server, database))
+    assert not [p for p in processes() if str(dev.state_dir) in p]
+    assert not asyncio.run(database_exists(postgres_server, database))
 
 
 def test_a_second_stack_on_the_same_database_refuses_and_the_first_keeps_working(
@@ -179,7 +179,7 @@ def test_a_database_it_did_not_create_is_refused_and_kept(tmp_path: Path, postgr
             dev.process.wait(60)
         assert dev.process.returncode == 2
         assert f"credctl: database '{database}' already exists and is not in use;" in dev.printed
-        assert asyncio.run(_database_exists(postgres_server, database))
+        assert asyncio.run(database_exists(postgres_server, database))
     finally:
         asyncio.run(_drop_database(postgres_server, database))
 
@@ -215,24 +215,6 @@ def test_ctrl_c_under_just_dev_stops_quietly_with_status_0(tmp_path: Path) -> No
     assert text.rstrip().endswith("stopped: OpenBao, the dev database and everything else this command started."), text
     assert "interrupted" not in text
     assert "terminated" not in text
-
-
-def _processes() -> list[str]:
-    return [
-        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        for pid in os.listdir("/proc")
-        if pid.isdigit() and Path(f"/proc/{pid}/cmdline").exists()
-    ]
-
-
-async def _database_exists(server_url: str, name: str) -> bool:
-    import asyncpg
-
-    connection = await asyncpg.connect(server_url)
-    try:
-        return bool(await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
-    finally:
-        await connection.close()
 
 
 async def _create_database(server_url: str, name: str) -> None:

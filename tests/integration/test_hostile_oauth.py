@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import subprocess
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ from service.config import Settings
 from service.oauth.client import ClientPolicy, RefreshFailed, RefreshGrant, TokenClient
 from service.oauth.egress import EgressRules
 from tests.support.api import API, MakeCaller, create
-from tests.support.servers import CREDCTL, env_for, running_app, settings_for
+from tests.support.servers import credctl, env_for, running_app, settings_for
 from tests.support.token_endpoint import ScriptedEndpoint, scripted_endpoint
 
 TOKENS = {"access_token": "at_new_0123456789abcdef", "refresh_token": "rt_new_0123456789abcdef", "expires_in": 3600}
@@ -170,13 +169,7 @@ async def test_refresh_due_refreshes_user_scoped_credentials_too(
         )
 
     result = await asyncio.to_thread(
-        subprocess.run,
-        [CREDCTL, "refresh-due", "--window", "300"],
-        env=env_for(settings, CREDENTIALS_OAUTH_ALLOW_LOOPBACK="true"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        credctl, "refresh-due", "--window", "300", env=env_for(settings, CREDENTIALS_OAUTH_ALLOW_LOOPBACK="true")
     )
 
     assert (result.returncode, result.stdout.strip()) == (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,7 @@ from tests.support.oauth import (
     reveal,
     stored,
 )
-from tests.support.servers import CREDCTL, env_for, running_app, serving
+from tests.support.servers import credctl, env_for, running_app, serving
 from vault.store import SecretStore
 
 
@@ -340,13 +339,7 @@ async def test_refresh_due_picks_up_only_what_is_due(
     )
 
     result = await asyncio.to_thread(
-        subprocess.run,
-        [CREDCTL, "refresh-due", "--window", "300"],
-        env=env_for(settings, CREDENTIALS_OAUTH_ALLOW_LOOPBACK="true"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        credctl, "refresh-due", "--window", "300", env=env_for(settings, CREDENTIALS_OAUTH_ALLOW_LOOPBACK="true")
     )
 
     assert (result.returncode, result.stdout.strip()) == (

@@ -195,3 +195,22 @@ def asgi_on_loopback(app: Any, what: str, **config: Any) -> Iterator[tuple[str, 
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def processes() -> list[str]:
+    """The command line of every process on the machine (to check that a command left none of its own behind)."""
+    return [
+        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and Path(f"/proc/{pid}/cmdline").exists()
+    ]
+
+
+async def database_exists(server_url: str, name: str) -> bool:
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url)
+    try:
+        return bool(await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await connection.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -26,6 +27,7 @@ from service.credentials.service import CredentialService
 from service.errors import EXCEPTION_HANDLERS
 from service.grants.controller import GrantController
 from service.grants.service import GrantService
+from service.hot_routes import hot_routes
 from service.maintenance.jobs import scheduled
 from service.openapi import COMPONENTS, document_workspace_header, follow_fastapi, operation_id
 from service.openapi_links import link_created_credential
@@ -82,6 +84,29 @@ async def jobs(app: Litestar) -> AsyncIterator[None]:
         scheduled_checks(built.checks, built.settings.proxy.check_interval_seconds),
     ):
         yield
+
+
+GC_THRESHOLDS = (20_000, 10, 10)
+"""The collector's thresholds while serving (Python's default: 700, 10, 10)."""
+
+
+@asynccontextmanager
+async def settled_heap(app: Litestar) -> AsyncIterator[None]:
+    """What is alive once the app has started (modules, schemas, the OpenAPI document, pools, caches' structures)
+    lives as long as the process: ``gc.freeze`` moves it out of the collector's generations, so that a collection
+    walks only what requests allocated, instead of pausing the event loop for the whole heap. And a young
+    collection every 20,000 allocations rather than every 700 (about one per request): fewer pauses, each still
+    short, as the young generation holds only requests' garbage. Measured with `just bench` (get at concurrency 32):
+    p99 76 ms with the default thresholds, 47 ms with these, 46 ms with the collector off."""
+    gc.collect()
+    gc.freeze()
+    previous = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 # Each service provider takes ``ctx`` (unused) so that Litestar resolves a handler's two dependencies one after the
@@ -167,7 +192,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             docs_pages.assets_router(),
             *([metrics_endpoint] if settings.telemetry.metrics else []),
         ],
-        lifespan=[services, api_key_cache, jobs, event_jobs],
+        lifespan=[services, api_key_cache, jobs, event_jobs, settled_heap],
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.http.max_body_bytes,
@@ -188,5 +213,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     follow_fastapi(app)
     document_workspace_header(app)
     link_created_credential(app)
+    if settings.http.fast_routes:
+        app.asgi_handler = hot_routes(app, app.asgi_handler)
     instrument(app, settings.telemetry)
     return app

@@ -226,6 +226,9 @@ class HttpSettings(Section, frozen=True, kw_only=True):
     """Worker processes of ``credctl serve`` (``--workers`` overrides). One process runs one event loop on one core:
     in production set it to the cores the service may use (each worker has its own pools, key cache and batcher;
     size ``CREDENTIALS_DB_POOL_MAX`` x workers within Postgres's ``max_connections``)."""
+    fast_routes: Annotated[bool, Env("CREDENTIALS_FAST_ROUTES")] = True
+    """Get, update and delete of one credential answered without Litestar's per-request machinery
+    (``service.hot_routes``: the same checks and answers for less CPU); false hands them to Litestar too."""
 
 
 class LifecycleSettings(Section, frozen=True, kw_only=True):

@@ -56,23 +56,37 @@ class RequestContext:
         return CallContext(request_id=self.request_id, actor=self.actor_id, workspace=self.workspace_id)
 
 
+def assign_request_id(scope: Scope) -> str:
+    """The request's id: the client's ``X-Request-Id`` when sane, a new one otherwise; kept in the scope's state, so
+    that a request handed on (``service.hot_routes`` to Litestar) keeps the id it was given."""
+    state = scope.setdefault("state", {})
+    rid: str | None = state.get("request_id")
+    if rid is None:
+        sent = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"), "")
+        rid = state["request_id"] = sent if _SANE.match(sent) else uuid.uuid4().hex
+    return rid
+
+
+def send_with_id(send: Send, rid: str) -> Send:
+    """``send``, with ``X-Request-Id`` added to the response's headers."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            MutableScopeHeaders.from_message(message)[HEADER] = rid
+        await send(message)
+
+    return sending
+
+
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        sent = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"), "")
-        rid = sent if _SANE.match(sent) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
+        rid = assign_request_id(scope)
         token = request_id.set(rid)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableScopeHeaders.from_message(message)[HEADER] = rid
-            await send(message)
-
         try:
-            await app(scope, receive, send_with_id)
+            await app(scope, receive, send_with_id(send, rid))
         finally:
             request_id.reset(token)
 

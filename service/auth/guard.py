@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from litestar.connection import ASGIConnection
@@ -151,16 +152,23 @@ async def throttled_authenticate(
 
 
 async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Runs before the request body or query is parsed: an anonymous caller learns nothing about validation.
-    A handler's ``opt={"permission": ...}`` names what it needs; ``opt={"grant": "use" | "refuse"}`` whether a grant
-    token for the route's credential is recognised there (the module's docstring): this is the one place that
-    decides where a grant may go."""
-    grant_route = handler.opt.get("grant")
+    """Runs before the request body or query is parsed: an anonymous caller learns nothing about validation."""
+    await admit(connection, handler.opt)
+
+
+async def admit(connection: ASGIConnection[Any, Any, Any, Any], opt: Mapping[str, Any]) -> RequestContext:
+    """The request's context, or the error that refuses it. A route's ``opt={"permission": ...}`` names what it
+    needs; ``opt={"grant": "use" | "refuse"}`` whether a grant token for the route's credential is recognised there
+    (the module's docstring): this is the one place that decides where a grant may go. Used by the guard and by
+    ``service.hot_routes``."""
+    grant_route = opt.get("grant")
     grant_for = connection.path_params.get("credential_id") if grant_route else None
     principal = await throttled_authenticate(connection, grant_for)
     if principal.grant is not None and grant_route != "use":
         raise Forbidden(GRANT_USE_ONLY)
-    permission = handler.opt.get("permission")
+    permission = opt.get("permission")
     if permission:
         principal.require(Permission(permission))
-    connection.state.context = RequestContext(request_id=connection.scope["state"]["request_id"], principal=principal)
+    context = RequestContext(request_id=connection.scope["state"]["request_id"], principal=principal)
+    connection.state.context = context
+    return context

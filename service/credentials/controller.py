@@ -40,13 +40,14 @@ from service.paging import check_skip
 from service.schemas import NO_NUL
 
 Service = NamedDependency[CredentialService]
+IF_MATCH_MAX = 128
 IfMatch = Annotated[
     str | None,
     HeaderParameter(
         name="If-Match",
         description="Addition: the ETag of the credential as last read; a PUT that no longer matches answers 412",
         required=False,
-        max_length=128,
+        max_length=IF_MATCH_MAX,
     ),
 ]
 IdempotencyKey = Annotated[

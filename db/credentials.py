@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from db import outbox
 from db.database import fetch
 from db.tables import Credential
 
@@ -130,6 +131,17 @@ async def get(f: CredentialFilter, *, lock: bool = False) -> dict[str, Any] | No
         f"SELECT {_SELECT} FROM credential WHERE {where.sql}{' FOR UPDATE' if lock else ''}", *where.args
     )
     return rows[0] if rows else None
+
+
+async def get_versioned(f: CredentialFilter) -> tuple[dict[str, Any], int] | None:
+    """One visible row and its row version (Postgres's ``xmin``: it changes with every write to the row, and only
+    then), for ``write_if_unchanged``."""
+    where = _where(f)
+    rows = await fetch(f"SELECT {_SELECT}, xmin AS row_version FROM credential WHERE {where.sql}", *where.args)
+    if not rows:
+        return None
+    row = rows[0]
+    return row, row.pop("row_version")
 
 
 async def page(
@@ -252,6 +264,45 @@ async def update(credential_id: uuid.UUID, changes: Mapping[str, Any]) -> None:
         raise ValueError(f"not credential columns: {sorted(unknown)}")
     assignments = ", ".join(f"{name} = {{}}" for name in changes)
     await Credential.raw(f"UPDATE credential SET {assignments} WHERE id = {{}}", *changes.values(), credential_id)
+
+
+async def write_if_unchanged(
+    credential_id: uuid.UUID, row_version: int, changes: Mapping[str, Any], event: outbox.EventRow
+) -> bool:
+    """Set the given columns of one row if it is still at ``row_version`` (``get_versioned``), and record ``event``
+    with the change: one statement, so both happen or neither does, in one round trip and without holding the
+    row's lock between the read and the write. False: the row was written (or removed) since it was read, and
+    nothing changed; the caller reads it again. ``state`` moves only through its own functions
+    (``hide_if_unchanged``)."""
+    unknown = set(changes) - (set(COLUMNS) - {"state"})
+    if unknown:
+        raise ValueError(f"not credential columns (or state): {sorted(unknown)}")
+    return await _if_unchanged(credential_id, row_version, changes, event)
+
+
+async def hide_if_unchanged(
+    credential_id: uuid.UUID, row_version: int, state: State, when: datetime, event: outbox.EventRow
+) -> bool:
+    """``hide``, for a row still at ``row_version``, with ``event`` recorded in the same statement (as
+    ``write_if_unchanged``; the row was visible when it was read at that version, so it still is)."""
+    if state not in {State.deleted, State.deleting}:
+        raise ValueError(f"hiding moves a row to deleted or deleting, not {state}")
+    return await _if_unchanged(credential_id, row_version, {"state": state, "deleted_at": when}, event)
+
+
+async def _if_unchanged(
+    credential_id: uuid.UUID, row_version: int, changes: Mapping[str, Any], event: outbox.EventRow
+) -> bool:
+    assignments = ", ".join(f"{name} = {{}}" for name in changes)
+    rows = await fetch(
+        f"WITH changed AS (UPDATE credential SET {assignments} WHERE id = {{}} AND xmin = {{}} RETURNING id), "
+        f"{outbox.recording('changed')} SELECT count(*) AS changed FROM changed",
+        *changes.values(),
+        credential_id,
+        row_version,
+        *event.args(),
+    )
+    return bool(rows[0]["changed"])
 
 
 async def activate(credential_id: uuid.UUID, version: int, actor: str) -> None:

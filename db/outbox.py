@@ -4,35 +4,53 @@ statement, inside the caller's transaction, so they commit or roll back with the
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from db.tables import Credential
 
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One event as the ``event`` table stores it, its payload already JSON."""
+
+    id: uuid.UUID
+    workspace_id: str
+    type: str
+    credential_id: uuid.UUID | None
+    payload: str
+    created_at: datetime
+
+    def args(self) -> tuple[Any, ...]:
+        """The parameters of ``recording``'s SQL, in its order."""
+        return (self.id, self.workspace_id, self.type, self.credential_id, self.payload, self.created_at)
+
+
+def recording(source: str) -> str:
+    """Two CTEs of a statement (its ``WITH`` list): ``e``, the event, inserted once if the CTE ``source`` yields a
+    row and not at all if it yields none (so a change that matched nothing reports nothing), and ``d``, one delivery
+    per active subscription of its workspace that wants its type. Parameters: ``EventRow.args()``."""
+    return (
+        "e AS (INSERT INTO event (id, workspace_id, type, credential_id, payload, created_at) "
+        f"SELECT {{}}, {{}}, {{}}, {{}}, {{}}::jsonb, {{}} FROM {source} LIMIT 1 "
+        "RETURNING id, workspace_id, type, created_at), "
+        "d AS (INSERT INTO webhook_delivery (id, webhook_id, event_id, workspace_id, window_start, next_attempt_at, "
+        "created_at) SELECT gen_random_uuid(), w.id, e.id, e.workspace_id, e.created_at, e.created_at, e.created_at "
+        "FROM e JOIN webhook w ON w.workspace_id = e.workspace_id AND w.status = 'active' "
+        "AND e.type = ANY(w.event_types))"
+    )
+
+
 # The event, then one delivery per active subscription of its workspace that wants its type: one round trip.
-_EMIT = (
-    "WITH e AS (INSERT INTO event (id, workspace_id, type, credential_id, payload, created_at) "
-    "VALUES ({}, {}, {}, {}, {}::jsonb, {}) RETURNING id, workspace_id, type, created_at) "
-    "INSERT INTO webhook_delivery (id, webhook_id, event_id, workspace_id, window_start, next_attempt_at, created_at) "
-    "SELECT gen_random_uuid(), w.id, e.id, e.workspace_id, e.created_at, e.created_at, e.created_at "
-    "FROM e JOIN webhook w ON w.workspace_id = e.workspace_id AND w.status = 'active' AND e.type = ANY(w.event_types)"
-)
+_EMIT = f"WITH always AS (SELECT 1), {recording('always')} SELECT 1"
 
 
-async def emit(
-    event_id: uuid.UUID,
-    workspace_id: str,
-    event_type: str,
-    credential_id: uuid.UUID | None,
-    payload: str,
-    when: datetime,
-    *,
-    only_webhook: uuid.UUID | None = None,
-) -> None:
-    """Record an event (``payload``: its JSON) and queue it for the subscriptions that want it (only
-    ``only_webhook``, whatever it subscribed to, when given: the test ping)."""
+async def emit(event: EventRow, *, only_webhook: uuid.UUID | None = None) -> None:
+    """Record an event and queue it for the subscriptions that want it (only ``only_webhook``, whatever it
+    subscribed to, when given: the test ping)."""
     if only_webhook is None:
-        await Credential.raw(_EMIT, event_id, workspace_id, event_type, credential_id, payload, when)
+        await Credential.raw(_EMIT, *event.args())
         return
     await Credential.raw(
         "WITH e AS (INSERT INTO event (id, workspace_id, type, credential_id, payload, created_at) "
@@ -40,12 +58,7 @@ async def emit(
         "INSERT INTO webhook_delivery (id, webhook_id, event_id, workspace_id, window_start, next_attempt_at, "
         "created_at) SELECT gen_random_uuid(), {}, e.id, e.workspace_id, e.created_at, e.created_at, e.created_at "
         "FROM e",
-        event_id,
-        workspace_id,
-        event_type,
-        credential_id,
-        payload,
-        when,
+        *event.args(),
         only_webhook,
     )
 

@@ -7,6 +7,7 @@ the same as a wrong secret. Expired, revoked, inactive and unknown keys are one 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -19,7 +20,7 @@ from typing import Any
 
 from db import api_keys, database
 from service.auth.identifiers import WORKSPACE_ID_RULE, is_workspace_id
-from service.auth.key_cache import KeyCache
+from service.auth.key_cache import MAX_ENTRIES, KeyCache
 from service.auth.principal import Permission, Principal
 from service.context import request_id as current_request_id
 from service.errors import AuthFailure, Unauthorized
@@ -162,9 +163,17 @@ async def principal_of(key: str, cache: KeyCache | None = None) -> Principal:
         raise Unauthorized(INVALID_API_KEY, AuthFailure.invalid_api_key)
     if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
         raise Unauthorized(INVALID_API_KEY, AuthFailure.invalid_api_key)
+    return _principal(row["id"], row["workspace_id"], tuple(row["permissions"]), row["label"])
+
+
+@functools.lru_cache(maxsize=MAX_ENTRIES)
+def _principal(key_id: uuid.UUID, workspace_id: str, permissions: tuple[str, ...], label: str) -> Principal:
+    """The principal of a key's row, built once and kept: it is immutable and holds nothing secret, and building it
+    (a frozen dataclass, a set of enums) was a tenth of a cached get's CPU. The row still decides, on every request,
+    whether the key authenticates at all."""
     return Principal(
-        workspace_id=row["workspace_id"],
-        actor_id=str(row["id"]),
-        permissions=frozenset(Permission(p) for p in row["permissions"]),
-        label=row["label"],
+        workspace_id=workspace_id,
+        actor_id=str(key_id),
+        permissions=frozenset(Permission(p) for p in permissions),
+        label=label,
     )

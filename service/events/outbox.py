@@ -31,6 +31,14 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def record(event_type: EventType, data: CredentialData | ApiKeyData | WebhookData) -> outbox.EventRow:
+    """The event as the outbox stores it, not yet written (``emit`` writes it; ``db.credentials`` can write it in
+    the statement of the change it reports)."""
+    body = msgspec.json.encode(Envelope(type=event_type, timestamp=data.occurred_at, data=data)).decode()
+    credential_id = uuid.UUID(data.credential_id) if isinstance(data, CredentialData) else None
+    return outbox.EventRow(uuid.uuid4(), data.workspace_id, event_type.value, credential_id, body, data.occurred_at)
+
+
 async def emit(
     event_type: EventType,
     data: CredentialData | ApiKeyData | WebhookData,
@@ -38,18 +46,14 @@ async def emit(
     only_webhook: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Write one event to the outbox (and a delivery for each subscription that wants it); returns its id."""
-    event_id = uuid.uuid4()
-    body = msgspec.json.encode(Envelope(type=event_type, timestamp=data.occurred_at, data=data)).decode()
-    credential_id = uuid.UUID(data.credential_id) if isinstance(data, CredentialData) else None
-    await outbox.emit(
-        event_id, data.workspace_id, event_type.value, credential_id, body, data.occurred_at, only_webhook=only_webhook
-    )
-    return event_id
+    event = record(event_type, data)
+    await outbox.emit(event, only_webhook=only_webhook)
+    return event.id
 
 
-async def credential_event(event_type: EventType, origin: Origin, credential: Any, **fields: Any) -> uuid.UUID:
+def credential_record(event_type: EventType, origin: Origin, credential: Any, **fields: Any) -> outbox.EventRow:
     """An event about ``credential`` (a ``service.credentials.model.Credential``; duck-typed so this module does
-    not import the credentials slice)."""
+    not import the credentials slice), not yet written."""
     status = getattr(credential, "status", None)
     auth_type = getattr(credential.auth_type, "value", credential.auth_type)
     data = CredentialData(
@@ -64,4 +68,11 @@ async def credential_event(event_type: EventType, origin: Origin, credential: An
         status=None if status is None else str(getattr(status, "value", status)),
         **fields,
     )
-    return await emit(event_type, data)
+    return record(event_type, data)
+
+
+async def credential_event(event_type: EventType, origin: Origin, credential: Any, **fields: Any) -> uuid.UUID:
+    """Write an event about ``credential`` (``credential_record``)."""
+    event = credential_record(event_type, origin, credential, **fields)
+    await outbox.emit(event)
+    return event.id

@@ -102,8 +102,14 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _answer(send: Send, body: bytes, etag: str | None) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def _answer(send: Send, rid: str, body: bytes, etag: str | None) -> None:
+    """200 with ``body``: ``send`` is the server's own (the request id is among the headers here, where an error's
+    answer gets it from ``send_with_id``)."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", rid.encode()),
+    ]
     if etag is not None:
         headers.append((b"etag", etag.encode()))
     start: Any = {"type": "http.response.start", "status": 200, "headers": headers}
@@ -138,9 +144,9 @@ async def _serve(app: Litestar, scope: Scope, receive: Receive, send: Send, cred
         credential = await service.update(ctx, credential_id, data, if_match)
     else:
         await service.delete(ctx, credential_id)
-        await _answer(send, _ENCODE(CredentialDeleted(id=credential_id, deleted=True)), None)
+        await _answer(send, ctx.request_id, _ENCODE(CredentialDeleted(id=credential_id, deleted=True)), None)
         return
-    await _answer(send, _ENCODE(credential.read()), credential.etag)
+    await _answer(send, ctx.request_id, _ENCODE(credential.read()), credential.etag)
 
 
 def hot_routes(app: Litestar, inner: ASGIApp) -> ASGIApp:
@@ -156,12 +162,12 @@ def hot_routes(app: Litestar, inner: ASGIApp) -> ASGIApp:
         scope["path_template"] = TEMPLATE
         scope["path_params"] = {"credential_id": credential_id}
         token = request_id.set(rid)
-        answering = send_with_id(send, rid)
         try:
-            await _serve(app, scope, receive, answering, credential_id, max_body)
+            await _serve(app, scope, receive, send, credential_id, max_body)
         except _HandOver as handed:
             await inner(scope, receive if handed.body is None else _replaying(handed.body, receive), send)
         except Exception as exc:  # every error is answered by its handler, as Litestar does
+            answering = send_with_id(send, rid)
             request: Request[Any, Any, Any] = Request(scope, receive, answering)
             response = _handler_for(exc)(request, exc)
             await response.to_asgi_response(app=None, request=request, type_encoders=app.type_encoders)(

@@ -12,6 +12,7 @@ of the same credential share one refresh) and an idempotent request is sent once
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import time
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, unquote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -39,7 +40,9 @@ from service.proxy.usage import UsageWriter
 log = logging.getLogger("service.proxy")
 
 # The caller's own credentials and what only concerns its hop to us: never forwarded.
-_STRIPPED = HOP_BY_HOP | {"host", "content-length", "authorization", "x-api-key", "x-workspace-id", "cookie"}
+_STRIPPED = HOP_BY_HOP | {
+    "host", "content-length", "authorization", "x-api-key", "x-workspace-id", "cookie", "accept-encoding",
+}  # fmt: skip
 GRANT_SPENT = "The grant is expired, revoked or used up"
 
 
@@ -162,9 +165,10 @@ class ProxyService:
         hop = HOP_BY_HOP | _connection_tokens(response.headers)
         raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
         headers = scrub([(name, value) for name, value in raw if name.lower() not in hop], sent_secrets)
-        return Proxied(
-            response.status, headers, _recorded(bounded(response, limit, record.response_bytes), record), record
-        )
+        body = bounded(response, limit, record.response_bytes)
+        if response.headers.get("content-encoding", "identity").strip().lower() == "identity":
+            body = masked(body, body_forms(sent_secrets))
+        return Proxied(response.status, headers, _recorded(body, record), record)
 
     async def _send(
         self, ctx: RequestContext, credential: Credential, view: ProxyView, call: Call
@@ -182,7 +186,13 @@ class ProxyService:
         target = await self.upstreams.target(view.base_url, call.path, query)
         dropped = _STRIPPED | {name.lower() for name in injected} | _connection_tokens(call.headers)
         headers = [(name, value) for name, value in call.headers if name.lower() not in dropped]
-        headers += [("host", target.host), ("x-request-id", ctx.request_id), *injected.items()]
+        # Identity: a body the proxy can read is a body it can mask (``masked``).
+        headers += [
+            ("host", target.host),
+            ("x-request-id", ctx.request_id),
+            ("accept-encoding", "identity"),
+            *injected.items(),
+        ]
         try:
             response = await target.session.request(
                 call.method,
@@ -238,8 +248,7 @@ def scrub(headers: list[tuple[str, str]], secrets: list[str]) -> list[tuple[str,
     (a redirect whose ``Location`` repeats the query, where a query-parameter injection put the key; a debugging
     header repeating ``Authorization``) must not show the secret to the caller. In a URL-valued header (Location,
     Content-Location, Link, Refresh) the query parameters that hold a secret are replaced by ``REDACTED``, so the
-    redirect still says where; any other header that holds one is dropped. The body is streamed as it comes and not
-    scanned (README, "Use without reveal")."""
+    redirect still says where; any other header that holds one is dropped. The body: ``masked``."""
     secrets = [secret for secret in secrets if secret]
     kept: list[tuple[str, str]] = []
     for name, value in headers:
@@ -256,6 +265,47 @@ def scrub(headers: list[tuple[str, str]], secrets: list[str]) -> list[tuple[str,
         msg = "proxy: the upstream's %s header held the injected secret; not returned"
         log.warning(msg, name.lower())  # safe: the header's name only, never its value
     return kept
+
+
+def body_forms(secrets: list[str]) -> list[bytes]:
+    """The forms a secret the request carried can take in a body that echoes it: as sent, percent-encoded (both
+    ways of writing a space), and inside a JSON string; longest first."""
+    forms = {
+        form.encode()
+        for secret in secrets
+        if secret
+        for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""), json.dumps(secret)[1:-1])
+    }
+    return sorted(forms, key=len, reverse=True)
+
+
+def _mask(data: bytes, forms: list[bytes]) -> bytes:
+    for form in forms:
+        if form in data:
+            data = data.replace(form, b"*" * len(form))
+    return data
+
+
+async def masked(body: AsyncIterator[bytes], forms: list[bytes]) -> AsyncIterator[bytes]:
+    """``body`` with every form of the injected secret replaced by as many ``*``: an upstream that echoes the request
+    into its answer (httpbin's ``/anything``, a debug endpoint) must not show the caller the secret. The length
+    stays, so a declared Content-Length still holds. A form may straddle two chunks: the last bytes of each chunk
+    (one fewer than the longest form) wait for the next. A body the upstream encodes (gzip) although asked for
+    ``identity`` is not readable here and passes as it is."""
+    if not forms:
+        async for chunk in body:
+            yield chunk
+        return
+    keep = len(forms[0]) - 1
+    held = b""
+    async for chunk in body:
+        data = _mask(held + chunk, forms)
+        cut = max(len(data) - keep, 0)
+        held = data[cut:]
+        if cut:
+            yield data[:cut]
+    if held:
+        yield held
 
 
 def secret_values(view: ProxyView, auth_type: AuthType, secret: dict[str, Any]) -> list[str]:

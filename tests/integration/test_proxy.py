@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
+import msgspec
 import pytest
 
 from db.tables import Credential, CredentialUsage
@@ -440,6 +441,33 @@ async def test_an_upstream_that_echoes_the_request_never_shows_the_secret_in_a_h
     warned = [r.getMessage() for r in caplog.records if r.name == "service.proxy"]
     assert warned == [f"proxy: the upstream's {name} header held the injected secret; not returned" for name in dropped]
     assert key not in caplog.text
+
+
+@pytest.mark.parametrize("route", ["mirror", "mirror-stream"])
+@pytest.mark.parametrize("how", list(INJECTIONS))
+async def test_an_upstream_that_echoes_the_request_in_its_body_shows_the_secret_masked(
+    app: httpx.AsyncClient, caller: Caller, upstream: Upstream, how: str, route: str
+) -> None:
+    auth_type, proxy, received_ok = INJECTIONS[how]
+    created, secret = await proxyable(app, caller, upstream, auth_type=auth_type, **proxy)
+    response = await app.get(
+        f"{PROXY}/{created['id']}/{route}/me?a=1",
+        headers={**caller.headers, "Accept-Encoding": "gzip", "X-Request-Id": "req-mirror"},
+    )
+    assert response.status_code == 200, response.text
+    [got] = upstream.received
+    assert received_ok(secret, got)
+    assert got.headers["accept-encoding"] == "identity"  # a body the proxy can read is one it can mask
+    body = response.content
+    for value in secret_values(secret):
+        for form in (value, quote(value, safe="")):
+            assert form.encode() not in body
+    assert b"*" * 8 in body
+    assert b"req-mirror" in body  # the rest of the echo is as the upstream sent it
+    # Masked in place, one '*' per byte: a declared length still holds.
+    assert len(body) == len(msgspec.json.encode({"headers": got.headers, "query": got.query}))
+    if route == "mirror":
+        assert int(response.headers["content-length"]) == len(body)
 
 
 # --- the use permission -------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ records every request it receives and answers as its path asks.
 
 - ``/slow/...``: answers after ``slow_seconds``; ``/big/...``: a body of ``big_bytes`` with its Content-Length;
   ``/redirect/...``: 302 elsewhere; ``/echo/...``: 302 whose headers repeat the query and the Authorization
-  header; ``/cookies/...``: two Set-Cookie and two Link headers; ``/status/<n>``: status n; ``/oauth/...``: 401 unless the bearer token is in
+  header; ``/mirror/...`` (``/mirror-stream/...`` in 5-byte pieces): 200 whose body repeats the request's headers
+  and query; ``/cookies/...``: two Set-Cookie and two Link headers; ``/status/<n>``: status n; ``/oauth/...``: 401 unless the bearer token is in
   ``valid_tokens``; anything else: 200 with a small JSON body (never echoing a header).
 """
 
@@ -68,6 +69,18 @@ class Upstream:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
             for _ in range(self.big_bytes // 1000):
                 await send({"type": "http.response.body", "body": b"y" * 1000, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if path.startswith("/mirror"):
+            # httpbin's /anything: the request's headers and query in the body, whole or in 5-byte pieces (so that
+            # what it echoes straddles the pieces).
+            mirrored = msgspec.json.encode({"headers": headers, "query": scope["query_string"].decode("latin-1")})
+            if not path.startswith("/mirror-stream"):
+                await _answer(send, 200, mirrored, b"application/json")
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            for start in range(0, len(mirrored), 5):
+                await send({"type": "http.response.body", "body": mirrored[start : start + 5], "more_body": True})
             await send({"type": "http.response.body", "body": b""})
             return
         if path.startswith("/big"):

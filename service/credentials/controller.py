@@ -41,6 +41,7 @@ from service.schemas import NO_NUL
 
 Service = NamedDependency[CredentialService]
 IF_MATCH_MAX = 128
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 1000
 IfMatch = Annotated[
     str | None,
     HeaderParameter(
@@ -132,8 +133,8 @@ class CredentialController(Controller):
         service: Service,
         skip: Annotated[int, QueryParameter(ge=0, description="Number of credentials to skip")] = 0,
         limit: Annotated[
-            int, QueryParameter(ge=1, le=1000, description="Maximum number of credentials to return")
-        ] = 100,
+            int, QueryParameter(ge=1, le=LIST_LIMIT_MAX, description="Maximum number of credentials to return")
+        ] = LIST_LIMIT_DEFAULT,
         credential_type: Annotated[
             CredentialType | None, QueryParameter(description="Filter by credential type")
         ] = None,

@@ -2,7 +2,7 @@
 
 Each case is sent to the app as configured (the layer on) and to an app with ``CREDENTIALS_FAST_ROUTES=false``
 (Litestar answers), on the same database and Vault; the two answers must be the same: status, headers and body,
-once the values that differ by nature (the credential's id, timestamps, ETags, request ids) are put in a normal
+once the values that differ by nature (ids, workspaces, timestamps, ETags, request ids) are put in a normal
 form. A spy on the layer says which cases it answered itself and which it handed to Litestar, so the comparison
 cannot pass by both answers coming from Litestar.
 """
@@ -24,6 +24,7 @@ from tests.support.api import Caller, MakeCaller, valid_secret
 from tests.support.servers import running_app
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_WORKSPACE = re.compile(r"wsp_[0-9a-f]{8}")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
 
 
@@ -61,13 +62,17 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
     return seen
 
 
+def _normal_text(text: str) -> str:
+    return _WORKSPACE.sub("W", _TIME.sub("T", _UUID.sub("U", text)))
+
+
 def _normal(response: httpx.Response) -> tuple[int, list[tuple[str, str]], Any]:
     headers = sorted(
-        (name, ", ".join(sorted(value.split(", "))) if name == "allow" else _TIME.sub("T", _UUID.sub("U", value)))
+        (name, ", ".join(sorted(value.split(", "))) if name == "allow" else _normal_text(value))
         for name, value in response.headers.items()
         if name not in {"etag", "x-request-id"}
     )  # Litestar lists a 405's allowed methods in no fixed order
-    text = _TIME.sub("T", _UUID.sub("U", response.text))
+    text = _normal_text(response.text)
     body: Any = msgspec.json.decode(text) if text else None
     return response.status_code, headers, body
 
@@ -85,7 +90,8 @@ async def _credential(client: httpx.AsyncClient, caller: Caller, **extra: Any) -
 Case = Callable[[str, Caller, Caller, str], tuple[str, str, dict[str, Any]]]
 """(credential id, caller, a caller of another workspace, the credential's current ETag) -> (method, path, kwargs)."""
 
-BASE = "/api/v1/credentials/"
+LIST = "/api/v1/credentials"
+BASE = LIST + "/"
 ANSWERED: dict[str, Case] = {
     "get": lambda cid, me, other, etag: ("GET", BASE + cid, {"headers": me.headers}),
     "get another workspace's": lambda cid, me, other, etag: ("GET", BASE + cid, {"headers": other.headers}),
@@ -122,6 +128,14 @@ ANSWERED: dict[str, Case] = {
     "update without credentials": lambda cid, me, other, etag: ("PUT", BASE + cid, {"json": {"label": "x"}}),
     "delete": lambda cid, me, other, etag: ("DELETE", BASE + cid, {"headers": me.headers}),
     "delete another workspace's": lambda cid, me, other, etag: ("DELETE", BASE + cid, {"headers": other.headers}),
+    "list": lambda cid, me, other, etag: ("GET", LIST, {"headers": me.headers}),
+    "list a page": lambda cid, me, other, etag: ("GET", LIST + "?skip=0&limit=5", {"headers": me.headers}),
+    "list past the end": lambda cid, me, other, etag: ("GET", LIST + "?limit=1&skip=7", {"headers": me.headers}),
+    "list past the largest skip": lambda cid, me, other, etag: (
+        "GET", LIST + "?skip=999999999999999999", {"headers": me.headers},
+    ),
+    "list another workspace": lambda cid, me, other, etag: ("GET", LIST, {"headers": other.headers}),
+    "list with no credentials": lambda cid, me, other, etag: ("GET", LIST, {}),
 }  # fmt: skip
 HANDED_OVER: dict[str, Case] = {
     "update with a label too long": lambda cid, me, other, etag: (
@@ -142,6 +156,15 @@ HANDED_OVER: dict[str, Case] = {
     ),
 }  # fmt: skip
 NOT_MINE: dict[str, Case] = {
+    "list with a filter": lambda cid, me, other, etag: ("GET", LIST + "?auth_type=api_key", {"headers": me.headers}),
+    "list with a search": lambda cid, me, other, etag: ("GET", LIST + "?search=str", {"headers": me.headers}),
+    "list with a limit over its range": lambda cid, me, other, etag: ("GET", LIST + "?limit=5000", {"headers": me.headers}),
+    "list with a negative skip": lambda cid, me, other, etag: ("GET", LIST + "?skip=-1", {"headers": me.headers}),
+    "list with a repeated limit": lambda cid, me, other, etag: (
+        "GET", LIST + "?limit=2&limit=3", {"headers": me.headers},
+    ),
+    "list with a non-ASCII digit": lambda cid, me, other, etag: ("GET", LIST + "?limit=%C2%B2", {"headers": me.headers}),
+    "list with a trailing slash": lambda cid, me, other, etag: ("GET", LIST + "/", {"headers": me.headers}),
     "get with a query string": lambda cid, me, other, etag: ("GET", BASE + cid + "?include=masked", {"headers": me.headers}),
     "get with a trailing slash": lambda cid, me, other, etag: ("GET", BASE + cid + "/", {"headers": me.headers}),
     "the auth-types route": lambda cid, me, other, etag: ("GET", BASE + "auth-types", {"headers": me.headers}),
@@ -152,10 +175,10 @@ NOT_MINE: dict[str, Case] = {
 async def _both(
     client: httpx.AsyncClient, litestar_only: httpx.AsyncClient, make_caller: MakeCaller, case: Case
 ) -> tuple[httpx.Response, httpx.Response]:
-    """The case sent to each app, each on a credential of its own made the same way."""
-    me, other = await make_caller(), await make_caller()
+    """The case sent to each app, each with callers and a credential of its own, made the same way."""
     answers = []
     for app in (client, litestar_only):
+        me, other = await make_caller(), await make_caller()
         cid = await _credential(app, me)
         etag = (await app.get(BASE + cid, headers=me.headers)).headers["etag"]
         method, path, kwargs = case(cid, me, other, etag)

@@ -272,37 +272,41 @@ async def write_if_unchanged(
     """Set the given columns of one row if it is still at ``row_version`` (``get_versioned``), and record ``event``
     with the change: one statement, so both happen or neither does, in one round trip and without holding the
     row's lock between the read and the write. False: the row was written (or removed) since it was read, and
-    nothing changed; the caller reads it again. ``state`` moves only through its own functions
-    (``hide_if_unchanged``)."""
+    nothing changed; the caller reads it again. ``state`` moves only through its own functions (``hide_reporting``)."""
     unknown = set(changes) - (set(COLUMNS) - {"state"})
     if unknown:
         raise ValueError(f"not credential columns (or state): {sorted(unknown)}")
-    return await _if_unchanged(credential_id, row_version, changes, event)
-
-
-async def hide_if_unchanged(
-    credential_id: uuid.UUID, row_version: int, state: State, when: datetime, event: outbox.EventRow
-) -> bool:
-    """``hide``, for a row still at ``row_version``, with ``event`` recorded in the same statement (as
-    ``write_if_unchanged``; the row was visible when it was read at that version, so it still is)."""
-    if state not in {State.deleted, State.deleting}:
-        raise ValueError(f"hiding moves a row to deleted or deleting, not {state}")
-    return await _if_unchanged(credential_id, row_version, {"state": state, "deleted_at": when}, event)
-
-
-async def _if_unchanged(
-    credential_id: uuid.UUID, row_version: int, changes: Mapping[str, Any], event: outbox.EventRow
-) -> bool:
     assignments = ", ".join(f"{name} = {{}}" for name in changes)
     rows = await fetch(
         f"WITH changed AS (UPDATE credential SET {assignments} WHERE id = {{}} AND xmin = {{}} RETURNING id), "
-        f"{outbox.recording('changed')} SELECT count(*) AS changed FROM changed",
+        f"{outbox.recording('changed', event)} SELECT count(*) AS changed FROM changed",
         *changes.values(),
         credential_id,
         row_version,
         *event.args(),
     )
     return bool(rows[0]["changed"])
+
+
+async def hide_reporting(f: CredentialFilter, state: State, when: datetime, event: outbox.EventRow) -> bool:
+    """``hide``, with ``event`` recorded in the same statement (its ``from_row`` fields taken from the hidden row):
+    one round trip. False when nothing matched, and then no event."""
+    if state not in {State.deleted, State.deleting}:
+        raise ValueError(f"hiding moves a row to deleted or deleting, not {state}")
+    if not set(event.from_row) <= set(COLUMNS):
+        raise ValueError(f"not credential columns: {sorted(set(event.from_row) - set(COLUMNS))}")
+    where = _where(f)
+    returned = ", ".join(("id", *event.from_row))
+    rows = await fetch(
+        f"WITH hidden AS (UPDATE credential SET state = {{}}, deleted_at = {{}} WHERE {where.sql} "
+        f"RETURNING {returned}), "
+        f"{outbox.recording('hidden', event)} SELECT count(*) AS hidden FROM hidden",
+        state,
+        when,
+        *where.args,
+        *event.args(),
+    )
+    return bool(rows[0]["hidden"])
 
 
 async def activate(credential_id: uuid.UUID, version: int, actor: str) -> None:

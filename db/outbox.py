@@ -21,19 +21,39 @@ class EventRow:
     credential_id: uuid.UUID | None
     payload: str
     created_at: datetime
+    from_row: tuple[str, ...] = ()
+    """Fields of the payload's ``data`` that the statement recording it takes from the row it changed (``recording``):
+    the columns of that name."""
 
     def args(self) -> tuple[Any, ...]:
         """The parameters of ``recording``'s SQL, in its order."""
+        if self.from_row:
+            names = list(self.from_row)
+            return (self.id, self.workspace_id, self.type, self.credential_id, names, self.payload, self.created_at)
         return (self.id, self.workspace_id, self.type, self.credential_id, self.payload, self.created_at)
 
 
-def recording(source: str) -> str:
+def recording(source: str, event: EventRow) -> str:
     """Two CTEs of a statement (its ``WITH`` list): ``e``, the event, inserted once if the CTE ``source`` yields a
     row and not at all if it yields none (so a change that matched nothing reports nothing), and ``d``, one delivery
-    per active subscription of its workspace that wants its type. Parameters: ``EventRow.args()``."""
+    per active subscription of its workspace that wants its type. Parameters: ``event.args()``. With
+    ``event.from_row``, those fields of the payload's ``data`` come from the row ``source`` yields."""
+    payload = "{}::jsonb"
+    created_at = "{}"
+    if event.from_row:
+        payload = (
+            "jsonb_set(p.payload, ARRAY['data'], (p.payload -> 'data') || (SELECT jsonb_object_agg(key, value) "
+            "FROM jsonb_each(to_jsonb(s)) WHERE key = ANY({})))"
+        )
+        created_at = "p.created_at"
+    source_rows = (
+        f"{source} AS s, LATERAL (SELECT {{}}::jsonb AS payload, {{}}::timestamptz AS created_at) AS p"
+        if event.from_row
+        else f"{source} AS s"
+    )
     return (
         "e AS (INSERT INTO event (id, workspace_id, type, credential_id, payload, created_at) "
-        f"SELECT {{}}, {{}}, {{}}, {{}}, {{}}::jsonb, {{}} FROM {source} LIMIT 1 "
+        f"SELECT {{}}, {{}}, {{}}, {{}}, {payload}, {created_at} FROM {source_rows} LIMIT 1 "
         "RETURNING id, workspace_id, type, created_at), "
         "d AS (INSERT INTO webhook_delivery (id, webhook_id, event_id, workspace_id, window_start, next_attempt_at, "
         "created_at) SELECT gen_random_uuid(), w.id, e.id, e.workspace_id, e.created_at, e.created_at, e.created_at "
@@ -43,14 +63,11 @@ def recording(source: str) -> str:
 
 
 # The event, then one delivery per active subscription of its workspace that wants its type: one round trip.
-_EMIT = f"WITH always AS (SELECT 1), {recording('always')} SELECT 1"
-
-
 async def emit(event: EventRow, *, only_webhook: uuid.UUID | None = None) -> None:
     """Record an event and queue it for the subscriptions that want it (only ``only_webhook``, whatever it
     subscribed to, when given: the test ping)."""
     if only_webhook is None:
-        await Credential.raw(_EMIT, *event.args())
+        await Credential.raw(f"WITH always AS (SELECT 1), {recording('always', event)} SELECT 1", *event.args())
         return
     await Credential.raw(
         "WITH e AS (INSERT INTO event (id, workspace_id, type, credential_id, payload, created_at) "

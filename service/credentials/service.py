@@ -409,34 +409,14 @@ class CredentialService:
         """Hide at once; the secret is destroyed when the retention window ends (at once when it is zero)."""
         cid = parse_id(credential_id)
         immediate = self.lifecycle.delete_retention <= timedelta(0)
+        # The row hidden if the caller sees it, and its event (filled from the row) with it: one statement.
+        event = events.credential_record_of_row(EventType.credential_deleted, events.of_request(ctx), cid)
         hidden_as = State.deleting if immediate else State.deleted
-        # As a metadata update: hidden with its event in one statement if the row is unchanged since the read;
-        # under contention, under the row's lock.
-        for _ in range(_UNLOCKED_ATTEMPTS):
-            seen = await rows.get_versioned(visible_to(ctx.principal, id=cid))
-            if seen is None:
-                raise NotFound(CREDENTIAL_NOT_FOUND)
-            row, row_version = seen
-            event = events.credential_record(
-                EventType.credential_deleted, events.of_request(ctx), Credential.from_row(row)
-            )
-            if await rows.hide_if_unchanged(cid, row_version, hidden_as, model.now(), event):
-                break
-        else:
-            await self._delete_locked(ctx, cid, hidden_as)
+        if not await rows.hide_reporting(visible_to(ctx.principal, id=cid), hidden_as, model.now(), event):
+            raise NotFound(CREDENTIAL_NOT_FOUND)
         self.faults.reached("delete.after_hide")
         if immediate:
             await self.destroy(ctx.vault(), cid, put_back=State.active)
-
-    async def _delete_locked(self, ctx: RequestContext, cid: uuid.UUID, hidden_as: State) -> None:
-        async with database.transaction():
-            seen = await rows.get(visible_to(ctx.principal, id=cid), lock=True)
-            hidden = seen is not None and await rows.hide(visible_to(ctx.principal, id=cid), hidden_as, model.now())
-            if not hidden or seen is None:
-                raise NotFound(CREDENTIAL_NOT_FOUND)
-            await events.credential_event(
-                EventType.credential_deleted, events.of_request(ctx), Credential.from_row(seen)
-            )
 
     async def destroy(self, call: CallContext, cid: uuid.UUID, put_back: State) -> None:
         """Destroy a ``deleting`` credential's secret, then forget its row; if Vault fails, put the row back in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,6 +70,26 @@ def credential_record(event_type: EventType, origin: Origin, credential: Any, **
         **fields,
     )
     return record(event_type, data)
+
+
+ROW_FIELDS = ("label", "auth_type", "provider", "status")
+"""The fields of a credential event that the credential's row holds, in columns of the same names."""
+
+
+def credential_record_of_row(
+    event_type: EventType, origin: Origin, credential_id: uuid.UUID, **fields: Any
+) -> outbox.EventRow:
+    """An event about the credential whose row the statement recording it changes: ``ROW_FIELDS`` are taken from
+    that row by the statement (``db.outbox.recording``), so the change and its event need no read before them."""
+    data = CredentialData(
+        workspace_id=origin.workspace_id,
+        actor=origin.actor,
+        request_id=origin.request_id,
+        occurred_at=fields.pop("occurred_at", None) or now(),
+        credential_id=str(credential_id),
+        **fields,
+    )
+    return dataclasses.replace(record(event_type, data), from_row=ROW_FIELDS)
 
 
 async def credential_event(event_type: EventType, origin: Origin, credential: Any, **fields: Any) -> uuid.UUID:

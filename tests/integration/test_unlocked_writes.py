@@ -72,9 +72,32 @@ async def test_a_write_at_a_stale_version_changes_nothing_and_records_no_event(
     assert await rows.write_if_unchanged(uuid.UUID(cid), fresh[1], {"label": "fresh"}, event)
     assert (await client.get(f"{BASE}/{cid}", headers=caller.headers)).json()["label"] == "fresh"
     assert _types(await outbox.of_workspace(caller.workspace), cid)[EventType.credential_updated.value] == 1
-    # Hiding at a version that has passed does not hide.
-    assert not await rows.hide_if_unchanged(uuid.UUID(cid), version, State.deleted, datetime.now(UTC), event)
-    assert (await client.get(f"{BASE}/{cid}", headers=caller.headers)).status_code == 200
+
+
+async def test_a_delete_records_its_event_from_the_row_it_hid_and_none_when_it_hid_nothing(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    cid = await _create(client, caller, label="to-go")
+    await client.post(f"{BASE}/{cid}/disable", json={"reason": "paused"}, headers=caller.headers)
+    visible = CredentialFilter(workspace_id=caller.workspace, shared_scopes=("workspace",), id=uuid.UUID(cid))
+    origin = events.Origin(workspace_id=caller.workspace, actor="tester", request_id="req-hide")
+    event = events.credential_record_of_row(EventType.credential_deleted, origin, uuid.UUID(cid))
+    assert await rows.hide_reporting(visible, State.deleted, datetime.now(UTC), event)
+    again = events.credential_record_of_row(EventType.credential_deleted, origin, uuid.UUID(cid))
+    assert not await rows.hide_reporting(visible, State.deleted, datetime.now(UTC), again)
+    [deleted] = [
+        e for e in await outbox.of_workspace(caller.workspace) if e["type"] == EventType.credential_deleted.value
+    ]
+    payload = deleted["payload"] if isinstance(deleted["payload"], dict) else msgspec.json.decode(deleted["payload"])
+    assert payload["type"] == EventType.credential_deleted.value
+    assert {k: payload["data"][k] for k in ("credential_id", "label", "auth_type", "provider", "status")} == {
+        "credential_id": cid,
+        "label": "to-go",
+        "auth_type": "api_key",
+        "provider": "custom",
+        "status": "inactive",
+    }
+    assert (payload["data"]["request_id"], payload["data"]["actor"]) == ("req-hide", "tester")
 
 
 async def test_concurrent_updates_of_one_credential_all_land_each_with_its_event(

@@ -186,37 +186,32 @@ async def _both(
     return answers[0], answers[1]
 
 
-@pytest.mark.parametrize("name", ANSWERED)
-async def test_the_layer_answers_as_litestar_does(
+CASES = {
+    **{name: ("answered", case) for name, case in ANSWERED.items()},
+    **{name: ("handed over", case) for name, case in HANDED_OVER.items()},
+    **{name: ("never seen", case) for name, case in NOT_MINE.items()},
+}
+SPIED = {"answered": (2, 0), "handed over": (1, 1), "never seen": (1, 0)}
+"""(answered, handed over) by the layer: the set-up's get, then the case."""
+
+
+@pytest.mark.parametrize("name", CASES)
+async def test_each_case_is_answered_as_litestar_answers_it(
     name: str, client: httpx.AsyncClient, litestar_only: httpx.AsyncClient, make_caller: MakeCaller, spy: Spy
 ) -> None:
-    fast, litestar = await _both(client, litestar_only, make_caller, ANSWERED[name])
-    assert _normal(fast) == _normal(litestar)
+    who, case = CASES[name]
+    fast, litestar = await _both(client, litestar_only, make_caller, case)
+    # Bodies of the routes the layer never sees may hold each app's own random secret (include=masked).
+    compared = 3 if who != "never seen" else 2
+    assert _normal(fast)[:compared] == _normal(litestar)[:compared]
     assert ("etag" in fast.headers) == ("etag" in litestar.headers)
-    assert fast.headers["x-request-id"]
+    if who != "never seen":  # (Litestar's own 404 and 405, before any route, carry none)
+        assert fast.headers["x-request-id"]
     if name == "get with a sent request id":
         assert fast.headers["x-request-id"] == "req-42"
-    # The set-up's own requests (a create, which is Litestar's, and a get) and the case itself.
-    assert (spy.answered, spy.handed_over) == (2, 0)
-
-
-@pytest.mark.parametrize("name", HANDED_OVER)
-async def test_what_the_layer_cannot_decode_strictly_goes_to_litestar_with_its_body(
-    name: str, client: httpx.AsyncClient, litestar_only: httpx.AsyncClient, make_caller: MakeCaller, spy: Spy
-) -> None:
-    fast, litestar = await _both(client, litestar_only, make_caller, HANDED_OVER[name])
-    assert fast.status_code == 422
-    assert _normal(fast) == _normal(litestar)
-    assert (spy.answered, spy.handed_over) == (1, 1)
-
-
-@pytest.mark.parametrize("name", NOT_MINE)
-async def test_other_routes_and_forms_are_litestars(
-    name: str, client: httpx.AsyncClient, litestar_only: httpx.AsyncClient, make_caller: MakeCaller, spy: Spy
-) -> None:
-    fast, litestar = await _both(client, litestar_only, make_caller, NOT_MINE[name])
-    assert _normal(fast)[0:2] == _normal(litestar)[0:2]
-    assert spy.answered == 1  # the set-up's get only
+    if who == "handed over":
+        assert fast.status_code == 422
+    assert (spy.answered, spy.handed_over) == SPIED[who]
 
 
 async def test_a_handed_over_update_keeps_its_request_id_and_is_authenticated_once_more_without_a_failure(

@@ -116,6 +116,25 @@ ANSWERED: dict[str, Case] = {
     "update with a stale ETag": lambda cid, me, other, etag: (
         "PUT", BASE + cid, {"headers": {**me.headers, "If-Match": '"stale"'}, "json": {"label": "y"}},
     ),
+    "update with an empty If-Match": lambda cid, me, other, etag: (
+        "PUT", BASE + cid, {"headers": {**me.headers, "If-Match": ""}, "json": {"label": "y"}},
+    ),
+    "update with If-Match *": lambda cid, me, other, etag: (
+        "PUT", BASE + cid, {"headers": {**me.headers, "If-Match": "*"}, "json": {"label": "y"}},
+    ),
+    "update with a body of null fields": lambda cid, me, other, etag: (
+        "PUT", BASE + cid, {"headers": me.headers, "json": {"label": None, "description": None}},
+    ),
+    "update with an empty object": lambda cid, me, other, etag: ("PUT", BASE + cid, {"headers": me.headers, "json": {}}),
+    "update with an expiry": lambda cid, me, other, etag: (
+        "PUT", BASE + cid, {"headers": me.headers, "json": {"expires_at": "2030-01-01T00:00:00Z"}},
+    ),
+    "update with an expiry without a zone": lambda cid, me, other, etag: (
+        "PUT", BASE + cid, {"headers": me.headers, "json": {"expires_at": "2030-01-01T00:00:00"}},
+    ),
+    "update with a scope": lambda cid, me, other, etag: (
+        "PUT", BASE + cid, {"headers": me.headers, "json": {"credential_scope": "personal"}},
+    ),
     "update the secret": lambda cid, me, other, etag: (
         "PUT", BASE + cid, {"headers": me.headers, "json": {"credentials": valid_secret("api_key")}},
     ),

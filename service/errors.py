@@ -181,6 +181,7 @@ _MESSAGES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"Expected `int` <= (?P<n>-?\d+)"), "Input should be less than or equal to {n}", "less_than_equal"),
     (re.compile(r"Expected `str` matching regex '\^\[\^\\\\x00\]\*\$'"), "String should not contain NUL characters", "string_pattern_mismatch"),
     (re.compile(r"Expected `str` matching regex '(?P<pattern>.*)'"), "String should match pattern '{pattern}'", "string_pattern_mismatch"),
+    (re.compile(r"Expected `datetime` with a timezone component"), "Input should have timezone info", "timezone_aware"),
     (re.compile(r"Invalid enum value (?P<value>.+)"), "Input should be one of the allowed values, not {value}", "enum"),
     (re.compile(r"Expected `int( \| null)?`, got `str`"), "Input should be a valid integer", "int_parsing"),
     (re.compile(r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`"), "Input should be a valid {want}, not {got}", "{kind}_type"),

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Annotated
+
 import msgspec
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""A date-time with its UTC offset (RFC 3339) in a request: a naive one is a 422 rather than a guess (or a 500 when
+it is compared with the clock)."""
 
 NO_NUL = r"^[^\x00]*$"
 """The pattern of every free-text string that reaches Postgres, which cannot store a NUL character (a 422 here

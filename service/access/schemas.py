@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 
 from service.auth.principal import Permission
-from service.schemas import NO_NUL, Page, ReadSchema, Schema
+from service.schemas import NO_NUL, AwareDatetime, Page, ReadSchema, Schema
 
 
 class ApiKeyStatus(enum.StrEnum):
@@ -28,8 +28,7 @@ Permissions = Annotated[
     msgspec.Meta(min_length=1, max_length=4, description="What the key may do", examples=[["read", "write"]]),
 ]
 ExpiresAt = Annotated[
-    datetime,
-    msgspec.Meta(tz=True, description="When the key stops working (ISO 8601 with a UTC offset)"),
+    AwareDatetime, msgspec.Meta(description="When the key stops working (ISO 8601 with a UTC offset)")
 ]
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import msgspec
 
 from service.proxy.schemas import ProxyConfig, ProxyView
-from service.schemas import NO_NUL, Page, ReadSchema, Schema, masked_repr
+from service.schemas import NO_NUL, AwareDatetime, Page, ReadSchema, Schema, masked_repr
 
 
 class AuthType(enum.StrEnum):
@@ -93,8 +93,9 @@ class CredentialCreate(Schema, kw_only=True):
     credential_type: CredentialType | None = None
     provider: Provider | None = "custom"
     user_id: UserId | None = None
-    expires_at: datetime | None = None
-    """Addition: when the credential expires (also taken from ``credentials.expires_at`` where the type has one)."""
+    expires_at: AwareDatetime | None = None
+    """Addition: when the credential expires, with its UTC offset (also taken from ``credentials.expires_at`` where
+    the type has one)."""
     proxy: ProxyConfig | None = None
     """Addition: proxy settings, to use the credential through ``/api/v1/proxy/{id}/...`` without revealing it."""
 
@@ -109,8 +110,8 @@ class CredentialUpdate(Schema, kw_only=True):
     description: Description | msgspec.UnsetType | None = msgspec.UNSET
     credential_scope: Scope | msgspec.UnsetType | None = msgspec.UNSET
     credentials: SecretData | msgspec.UnsetType | None = msgspec.UNSET
-    expires_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
-    """Addition: a new expiry (null leaves it as is)."""
+    expires_at: AwareDatetime | msgspec.UnsetType | None = msgspec.UNSET
+    """Addition: a new expiry, with its UTC offset (null leaves it as is)."""
     proxy: ProxyConfig | msgspec.UnsetType | None = msgspec.UNSET
     """Addition: new proxy settings, replacing the old ones (null leaves them as they are)."""
 

@@ -129,9 +129,6 @@ ANSWERED: dict[str, Case] = {
     "update with an expiry": lambda cid, me, other, etag: (
         "PUT", BASE + cid, {"headers": me.headers, "json": {"expires_at": "2030-01-01T00:00:00Z"}},
     ),
-    "update with an expiry without a zone": lambda cid, me, other, etag: (
-        "PUT", BASE + cid, {"headers": me.headers, "json": {"expires_at": "2030-01-01T00:00:00"}},
-    ),
     "update with a scope": lambda cid, me, other, etag: (
         "PUT", BASE + cid, {"headers": me.headers, "json": {"credential_scope": "personal"}},
     ),
@@ -157,6 +154,9 @@ ANSWERED: dict[str, Case] = {
     "list with no credentials": lambda cid, me, other, etag: ("GET", LIST, {}),
 }  # fmt: skip
 HANDED_OVER: dict[str, Case] = {
+    "update with an expiry without a zone": lambda cid, me, other, etag: (
+        "PUT", BASE + cid, {"headers": me.headers, "json": {"expires_at": "2030-01-01T00:00:00"}},
+    ),
     "update with a label too long": lambda cid, me, other, etag: (
         "PUT", BASE + cid, {"headers": me.headers, "json": {"label": "x" * 300}},
     ),

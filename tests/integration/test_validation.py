@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -759,3 +760,23 @@ async def test_an_unknown_non_ascii_field_inside_the_body_is_a_422_not_a_500(
 
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"][0]["type"] == "extra_forbidden"
+
+
+async def test_an_expiry_without_a_utc_offset_is_refused_on_create_and_update_and_changes_nothing(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    """A naive date-time used to be stored (read as UTC by Postgres) and then answered with a 500, the write done,
+    when it was compared with the clock; it is a 422 now, as for API keys."""
+    naive = "2030-01-01T00:00:00"
+    refused = await client.post(API, json=new_credential(expires_at=naive), headers=caller.headers)
+    zone = {"loc": ["body", "expires_at"], "msg": "Input should have timezone info", "type": "timezone_aware"}
+    assert the_error(refused) == zone
+    created = await create(client, caller, expires_at="2030-01-01T00:00:00+02:00")
+    expiry = datetime.fromisoformat(created["expires_at"].replace("Z", "+00:00"))
+    assert expiry == datetime(2029, 12, 31, 22, tzinfo=UTC)
+    before = (await client.get(f"{API}/{created['id']}", headers=caller.headers)).json()
+    update = await client.put(
+        f"{API}/{created['id']}", json={"expires_at": naive, "label": "new"}, headers=caller.headers
+    )
+    assert the_error(update) == zone
+    assert (await client.get(f"{API}/{created['id']}", headers=caller.headers)).json() == before

@@ -21,7 +21,7 @@ from service.auth.guard import auth_guard
 from service.auth.throttle import Throttle
 from service.auth.tokens import TokenVerifier
 from service.config import Settings
-from service.context import Ctx, RequestContext, provide_context, request_id_middleware
+from service.context import Ctx, RequestContext, provide_context, with_request_ids
 from service.credentials.controller import CredentialController
 from service.credentials.service import CredentialService
 from service.errors import EXCEPTION_HANDLERS
@@ -195,7 +195,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *([metrics_endpoint] if settings.telemetry.metrics else []),
         ],
         lifespan=[services, api_key_cache, jobs, event_jobs, settled_heap],
-        middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.http.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -217,5 +216,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     link_created_credential(app)
     if settings.http.fast_routes:
         app.asgi_handler = hot_routes(app, app.asgi_handler)
+    app.asgi_handler = with_request_ids(app.asgi_handler)
     instrument(app, settings.telemetry)
     return app

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
-from litestar.datastructures import MutableScopeHeaders
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +24,7 @@ from service.auth.principal import Principal
 from vault.store import CallContext
 
 HEADER = "x-request-id"
+_HEADER_BYTES = HEADER.encode()
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -56,41 +56,40 @@ class RequestContext:
         return CallContext(request_id=self.request_id, actor=self.actor_id, workspace=self.workspace_id)
 
 
-def assign_request_id(scope: Scope) -> str:
-    """The request's id: the client's ``X-Request-Id`` when sane, a new one otherwise; kept in the scope's state, so
-    that a request handed on (``service.hot_routes`` to Litestar) keeps the id it was given."""
-    state = scope.setdefault("state", {})
-    rid: str | None = state.get("request_id")
-    if rid is None:
-        sent = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"), "")
-        rid = state["request_id"] = sent if _SANE.match(sent) else os.urandom(16).hex()  # uuid4().hex's form
+def _assign(scope: Scope) -> str:
+    """The client's ``X-Request-Id`` when sane, a new id otherwise, kept in the scope's state (where log records
+    find it, ``service.telemetry.logs``)."""
+    sent = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"), "")
+    rid = sent if _SANE.match(sent) else os.urandom(16).hex()  # uuid4().hex's form, without building a UUID
+    scope.setdefault("state", {})["request_id"] = rid
     return rid
 
 
-def send_with_id(send: Send, rid: str) -> Send:
-    """``send``, with ``X-Request-Id`` added to the response's headers."""
+def with_request_ids(app: ASGIApp) -> ASGIApp:
+    """Every HTTP request gets its id here, once, before anything else serves it (the hot routes, Litestar's router,
+    its own 404 and 405): in the scope's state, in the ``request_id`` context variable while it is served, and in
+    the response's ``X-Request-Id`` (replacing one a proxied upstream sent)."""
 
-    async def sending(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            MutableScopeHeaders.from_message(message)[HEADER] = rid
-        await send(message)
-
-    return sending
-
-
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+    async def layer(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        rid = assign_request_id(scope)
+        rid = _assign(scope)
+        header = (_HEADER_BYTES, rid.encode("latin-1"))
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers") or []
+                message["headers"] = [pair for pair in headers if pair[0].lower() != _HEADER_BYTES] + [header]
+            await send(message)
+
         token = request_id.set(rid)
         try:
-            await app(scope, receive, send_with_id(send, rid))
+            await app(scope, receive, sending)
         finally:
             request_id.reset(token)
 
-    return middleware
+    return layer
 
 
 Ctx = NamedDependency[RequestContext]

@@ -29,7 +29,7 @@ from litestar.connection import ASGIConnection
 
 from service.auth.guard import admit
 from service.auth.principal import Permission
-from service.context import RequestContext, assign_request_id, request_id, send_with_id
+from service.context import RequestContext
 from service.credentials.controller import IF_MATCH_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX
 from service.credentials.schemas import CredentialDeleted, CredentialUpdate
 from service.credentials.service import CredentialService, ListQuery
@@ -136,14 +136,9 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _answer(send: Send, rid: str, body: bytes, etag: str | None) -> None:
-    """200 with ``body``: ``send`` is the server's own (the request id is among the headers here, where an error's
-    answer gets it from ``send_with_id``)."""
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", rid.encode()),
-    ]
+async def _answer(send: Send, body: bytes, etag: str | None) -> None:
+    """200 with ``body`` (``X-Request-Id`` is added by ``service.context.with_request_ids``, as to every answer)."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if etag is not None:
         headers.append((b"etag", etag.encode()))
     start: Any = {"type": "http.response.start", "status": 200, "headers": headers}
@@ -170,7 +165,7 @@ async def _serve(app: Litestar, scope: Scope, receive: Receive, send: Send, hot:
     if credential_id is None:
         check_skip(hot.skip)
         page = await service.list(ctx, ListQuery(skip=hot.skip, limit=hot.limit))
-        await _answer(send, ctx.request_id, _ENCODE(page), None)
+        await _answer(send, _ENCODE(page), None)
         return
     if method == "GET":
         credential = await service.get(ctx, credential_id)
@@ -183,9 +178,9 @@ async def _serve(app: Litestar, scope: Scope, receive: Receive, send: Send, hot:
         credential = await service.update(ctx, credential_id, data, if_match)
     else:
         await service.delete(ctx, credential_id)
-        await _answer(send, ctx.request_id, _ENCODE(CredentialDeleted(id=credential_id, deleted=True)), None)
+        await _answer(send, _ENCODE(CredentialDeleted(id=credential_id, deleted=True)), None)
         return
-    await _answer(send, ctx.request_id, _ENCODE(credential.read()), credential.etag)
+    await _answer(send, _ENCODE(credential.read()), credential.etag)
 
 
 def hot_routes(app: Litestar, inner: ASGIApp) -> ASGIApp:
@@ -197,25 +192,20 @@ def hot_routes(app: Litestar, inner: ASGIApp) -> ASGIApp:
         if hot is None:
             await inner(scope, receive, send)
             return
-        rid = assign_request_id(scope)
         if hot.credential_id is None:
             scope["path_template"] = LIST
         else:
             scope["path_template"] = TEMPLATE
             scope["path_params"] = {"credential_id": hot.credential_id}
-        token = request_id.set(rid)
         try:
             await _serve(app, scope, receive, send, hot, max_body)
         except _HandOver as handed:
             await inner(scope, receive if handed.body is None else _replaying(handed.body, receive), send)
         except Exception as exc:  # every error is answered by its handler, as Litestar does
-            answering = send_with_id(send, rid)
-            request: Request[Any, Any, Any] = Request(scope, receive, answering)
+            request: Request[Any, Any, Any] = Request(scope, receive, send)
             response = _handler_for(exc)(request, exc)
             await response.to_asgi_response(app=None, request=request, type_encoders=app.type_encoders)(
-                scope, receive, answering
+                scope, receive, send
             )
-        finally:
-            request_id.reset(token)
 
     return serve

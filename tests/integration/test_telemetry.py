@@ -126,6 +126,9 @@ def test_json_logs_carry_request_id_actor_and_workspace_on_every_line(settings: 
         created = http.post("/api/v1/credentials", json=new_credential(credentials={"api_key": secret}))
         http.post(f"/api/v1/credentials/{created.json()['id']}/reveal")
         http.get("/api/v1/credentials/00000000-0000-0000-0000-000000000000")
+        unrouted = http.get("/no/such/route")
+    # A request no route serves has its id too, in its answer and its access line.
+    assert (unrouted.status_code, unrouted.headers["x-request-id"]) == (404, "req-logs-1")
     lines = [line for line in server.output.splitlines() if line.strip()]
     not_json = [line for line in lines if not line.startswith("{")]
     assert not_json == []
@@ -137,9 +140,12 @@ def test_json_logs_carry_request_id_actor_and_workspace_on_every_line(settings: 
         ("POST", "/api/v1/credentials", 200),
         ("POST", "/api/v1/credentials/{credential_id}/reveal", 200),
         ("GET", "/api/v1/credentials/{credential_id}", 404),
+        ("GET", "unmatched", 404),
     ]
-    actors = {r["actor"] for r in access}
-    assert {r["workspace"] for r in access} == {workspace}
+    authenticated, unrouted_line = access[:-1], access[-1]
+    assert (unrouted_line["actor"], unrouted_line["workspace"]) == (None, None)  # never authenticated
+    actors = {r["actor"] for r in authenticated}
+    assert {r["workspace"] for r in authenticated} == {workspace}
     assert len(actors) == 1
     assert re.fullmatch(r"[0-9a-f-]{36}", actors.pop())  # the API key's id
     assert secret not in server.output

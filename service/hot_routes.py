@@ -110,7 +110,7 @@ def _route(scope: Scope) -> _Hot | None:
 
 async def _body(connection: ASGIConnection[Any, Any, Any, Any], receive: Receive, limit: int) -> bytes:
     declared = connection.headers.get("content-length", "")
-    if not declared.isdigit() or int(declared) > limit:
+    if not (declared.isascii() and declared.isdigit()) or int(declared) > limit:
         raise _HandOver
     chunks: list[bytes] = []
     while True:

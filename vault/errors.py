@@ -22,6 +22,8 @@ from typing import ParamSpec, TypeVar
 import hvac.exceptions
 import requests
 
+from vault.nodes import Failure, classify_exception
+
 
 class VaultError(Exception):
     """Base class of every error raised by ``vault/``."""
@@ -29,6 +31,11 @@ class VaultError(Exception):
 
 class VaultUnavailable(VaultError):
     """Vault cannot serve the call now: sealed, down, unreachable, overloaded or too slow."""
+
+
+class VaultOutcomeUnknown(VaultUnavailable):
+    """The call was sent and no answer came (the node died, the connection was reset, a read timed out): Vault may
+    have carried it out. A caller undoing its own steps after a failure must not assume it did not happen."""
 
 
 class VaultTlsRefused(VaultUnavailable):
@@ -86,7 +93,8 @@ def translate(exc: BaseException) -> VaultError:
     if isinstance(exc, requests.exceptions.SSLError):
         return VaultTlsRefused(f"TLS with Vault failed: {tls_reason(exc)}")
     if isinstance(exc, requests.RequestException):
-        return VaultUnavailable(f"cannot reach Vault: {type(exc).__name__}")
+        unknown = classify_exception(exc) is Failure.LOST
+        return (VaultOutcomeUnknown if unknown else VaultUnavailable)(f"cannot reach Vault: {type(exc).__name__}")
     if isinstance(exc, hvac.exceptions.Forbidden):
         return VaultPermissionDenied(str(exc))
     if isinstance(exc, hvac.exceptions.InvalidPath):

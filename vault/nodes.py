@@ -92,6 +92,10 @@ def classify_response(path: str, status: int, text: str = "") -> Failure | None:
     return None
 
 
+class LostInFlight(requests.exceptions.ConnectionError):
+    """A call was sent and no node answered it (``Failure.LOST``): it may have been carried out."""
+
+
 def classify_exception(exc: BaseException) -> Failure:
     """UNREACHABLE when nothing was sent (connection refused, connect timeout, DNS), else LOST; for the exceptions of
     requests (hvac) and of aiohttp (``vault.transport``)."""
@@ -318,11 +322,11 @@ class FailoverSession(requests.Session):
         walk = Walk(self.ring, replay_safe=self.policy.replay_safe(method, path, body), wait_seconds=self.wait_seconds)
         last_error: Exception | None = None
         last_response: requests.Response | None = None
+        failure: Failure | None = None
         for index, pause in walk:
             if pause:
                 time.sleep(pause)
             node = self.addrs[index]
-            failure: Failure | None
             try:
                 response = super().request(method, node + path, *args, **kwargs)
             except requests.RequestException as exc:
@@ -339,7 +343,7 @@ class FailoverSession(requests.Session):
                 last_error, last_response = None, response
             if not walk.failed(index, failure, method, path):
                 break
-        return self._give_up(last_response, last_error)
+        return self._give_up(last_response, last_error, walk.lost or failure is Failure.LOST)
 
     def _landed_or(
         self,
@@ -365,7 +369,12 @@ class FailoverSession(requests.Session):
         log.warning("Vault: a lost write to %s had landed; reporting it as done", path)
         return _json_response(stored, answer)
 
-    def _give_up(self, response: requests.Response | None, error: Exception | None) -> requests.Response:
+    def _give_up(
+        self, response: requests.Response | None, error: Exception | None, lost: bool = False
+    ) -> requests.Response:
+        if lost:
+            # An attempt was sent and its answer lost: whatever the later attempts met, it may have been carried out.
+            raise LostInFlight("a Vault call was sent and no node answered it") from error
         if response is not None:
             return response  # hvac turns it into its exception (VaultDown for 503, ...)
         if error is not None:

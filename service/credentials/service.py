@@ -47,7 +47,7 @@ from service.oauth.egress import EgressRefused
 from service.oauth.revocation import Outcome, RevocationRequest, Revoker
 from service.proxy import config as proxy_config
 from service.proxy.schemas import ProxyConfig
-from vault.errors import SecretNotFound, VersionConflict
+from vault.errors import SecretNotFound, VaultOutcomeUnknown, VersionConflict
 from vault.secret import Secret
 from vault.store import CallContext, SecretStore
 
@@ -428,7 +428,9 @@ class CredentialService:
             await self.store.destroy(call, str(cid))
         except BaseException as exc:
             if not is_crash(exc):
-                await rows.put_back(cid, put_back)
+                # A destroy that may have been carried out must not leave a visible row whose secret is gone: the
+                # row stays hidden as ``deleted`` then, and the purge finishes it (destroying twice is destroying once).
+                await rows.put_back(cid, State.deleted if isinstance(exc, VaultOutcomeUnknown) else put_back)
             raise
         self.faults.reached("delete.after_vault_destroy")
         async with database.transaction():

@@ -15,14 +15,26 @@ import secrets
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 
+import httpx
 import hvac
+import msgspec
 import pytest
 
+from db import credentials as rows
+from db.credentials import State
 from devtools.stack import BaoServer, free_port
+from service.auth.principal import Permission, Principal
 from service.config import Settings
+from service.context import RequestContext
+from service.credentials.schemas import CredentialCreate
+from service.credentials.service import CredentialService, Lifecycle
+from service.errors import NotFound
+from service.maintenance.purge import purge
+from tests.support.api import new_credential
 from vault.client import audit_headers, make_client
-from vault.errors import VaultUnavailable, VersionConflict, translated
+from vault.errors import VaultOutcomeUnknown, VaultUnavailable, VersionConflict, translated
 from vault.nodes import NodeRing, RetryPolicy
 from vault.secret import Secret
 from vault.store import CallContext, SecretStore, derivation_context
@@ -268,3 +280,54 @@ async def test_the_fast_path_sends_a_lost_call_again_only_once(
 
     assert swallowed == [1]
     assert audited(bao, request_id, "transit/encrypt/credentials") == []  # the third node was never asked
+
+
+async def test_a_destroy_whose_answer_is_lost_is_reported_as_possibly_done_and_an_unreachable_one_as_not(
+    bao: BaoServer, landing_node: tuple[str, list[bytes]]
+) -> None:
+    node, passed = landing_node
+    call = ctx()
+    cid = f"c-{secrets.token_hex(4)}"
+    direct = SecretStore.connect(bao.addr, bao.token, workers=2, timeout=5)
+    lossy = SecretStore.connect(node, bao.token, workers=2, timeout=5)
+    closed = SecretStore.connect(f"http://127.0.0.1:{free_port()}", bao.token, workers=2, timeout=5)
+    try:
+        await direct.create(call, cid, Secret(b'{"api_key": "doomed"}'))
+        with pytest.raises(VaultOutcomeUnknown):
+            await lossy.destroy(call, cid)
+        assert passed  # it reached Vault...
+        assert await direct.current_version(call, cid) is None  # ...which carried it out
+        with pytest.raises(VaultUnavailable) as refused:
+            await closed.destroy(call, cid)
+        assert not isinstance(refused.value, VaultOutcomeUnknown)  # nothing was sent: it did not happen
+    finally:
+        for store in (direct, lossy, closed):
+            await store.aclose()
+
+
+async def test_an_immediate_delete_whose_destroy_may_have_landed_stays_hidden_and_the_purge_finishes_it(
+    client: httpx.AsyncClient, bao: BaoServer, landing_node: tuple[str, list[bytes]]
+) -> None:
+    """Putting the row back as active, as after a refused destroy, would leave a visible credential whose secret is
+    gone (every reveal a 500): seen under load when Vault was killed during deletes (test_faults_under_load)."""
+    node, _ = landing_node
+    principal = Principal(workspace_id="wsp_failover", actor_id="tester", permissions=frozenset(Permission))
+    request = RequestContext(f"req-{secrets.token_hex(4)}", principal)
+    direct = SecretStore.connect(bao.addr, bao.token, workers=2, timeout=5)
+    lossy = SecretStore.connect(node, bao.token, workers=2, timeout=5)
+    immediately = Lifecycle(delete_retention=timedelta(0))
+    try:
+        body = msgspec.convert(new_credential(credentials={"api_key": "doomed"}), CredentialCreate)
+        created = await CredentialService(direct, immediately).create(request, body)
+        with pytest.raises(VaultOutcomeUnknown):
+            await CredentialService(lossy, immediately).delete(request, str(created.id))
+        row = await rows.any_state(created.id)
+        assert row is not None
+        assert row["state"] == State.deleted  # hidden, not put back as active
+        with pytest.raises(NotFound):
+            await CredentialService(direct, immediately).get(request, str(created.id))
+        assert await purge(CredentialService(direct, immediately)) >= 1
+        assert await rows.any_state(created.id) is None
+    finally:
+        for store in (direct, lossy):
+            await store.aclose()

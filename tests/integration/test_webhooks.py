@@ -291,7 +291,12 @@ async def test_failed_deliveries_are_listed_retried_and_given_up_and_a_failing_e
         attempts = failing.ids()
         assert set(attempts) == {delivery["id"]}  # the same webhook-id at every attempt
         assert len(attempts) == delivery["attempts"]
-        # Still failing CREDENTIALS_WEBHOOKS_DISABLE_AFTER=5 s after its first failure: disabled, with an event.
+        # Still failing CREDENTIALS_WEBHOOKS_DISABLE_AFTER=5 s after its first failure: disabled, with an event. The
+        # next delivery is made once those 5 s are over (its retries last 3 s: made earlier, on a fast machine, it
+        # could be given up before the endpoint had been failing for 5 s, and nothing would disable it).
+        read = (await app.get(f"{HOOKS}/{hook['id']}", headers=who.headers)).json()
+        failing_since = datetime.fromisoformat(read["failing_since"].replace("Z", "+00:00"))
+        await asyncio.sleep(max(0.0, (failing_since + timedelta(seconds=5.2) - datetime.now(UTC)).total_seconds()))
         await create(app, who)
         await wait_for(_arrived(receiver, {"webhook.disabled"}), seconds=45)
         disabled = json.loads(receiver.of_type("webhook.disabled")[0].body)["data"]

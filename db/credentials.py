@@ -277,15 +277,8 @@ async def write_if_unchanged(
     if unknown:
         raise ValueError(f"not credential columns (or state): {sorted(unknown)}")
     assignments = ", ".join(f"{name} = {{}}" for name in changes)
-    rows = await fetch(
-        f"WITH changed AS (UPDATE credential SET {assignments} WHERE id = {{}} AND xmin = {{}} RETURNING id), "
-        f"{outbox.recording('changed', event)} SELECT count(*) AS changed FROM changed",
-        *changes.values(),
-        credential_id,
-        row_version,
-        *event.args(),
-    )
-    return bool(rows[0]["changed"])
+    update = f"UPDATE credential SET {assignments} WHERE id = {{}} AND xmin = {{}} RETURNING id"
+    return await _reporting(update, [*changes.values(), credential_id, row_version], event)
 
 
 async def hide_reporting(f: CredentialFilter, state: State, when: datetime, event: outbox.EventRow) -> bool:
@@ -297,16 +290,19 @@ async def hide_reporting(f: CredentialFilter, state: State, when: datetime, even
         raise ValueError(f"not credential columns: {sorted(set(event.from_row) - set(COLUMNS))}")
     where = _where(f)
     returned = ", ".join(("id", *event.from_row))
+    update = f"UPDATE credential SET state = {{}}, deleted_at = {{}} WHERE {where.sql} RETURNING {returned}"
+    return await _reporting(update, [state, when, *where.args], event)
+
+
+async def _reporting(update: str, args: list[Any], event: outbox.EventRow) -> bool:
+    """``update`` (an ``UPDATE ... RETURNING``) and ``event`` in one statement; whether the update matched a row
+    (when it matched none, the event is not recorded either)."""
     rows = await fetch(
-        f"WITH hidden AS (UPDATE credential SET state = {{}}, deleted_at = {{}} WHERE {where.sql} "
-        f"RETURNING {returned}), "
-        f"{outbox.recording('hidden', event)} SELECT count(*) AS hidden FROM hidden",
-        state,
-        when,
-        *where.args,
+        f"WITH changed AS ({update}), {outbox.recording('changed', event)} SELECT count(*) AS n FROM changed",
+        *args,
         *event.args(),
     )
-    return bool(rows[0]["hidden"])
+    return bool(rows[0]["n"])
 
 
 async def activate(credential_id: uuid.UUID, version: int, actor: str) -> None:

@@ -33,6 +33,12 @@ DB_QUERY_ERRORS = Counter(
     "Postgres statements that failed, by operation and error",
     ["operation", "error"],
 )
+DB_BATCH_SIZE = Histogram(
+    "credentials_db_batch_size",
+    "Reads answered by one coalesced statement (db.coalesce), by kind",
+    ["kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 DB_POOL_CONNECTIONS = Gauge(
     "credentials_db_pool_connections", "Postgres pool connections, by state (max: the pool's size limit)", ["state"]
 )
@@ -59,10 +65,16 @@ def operation(query: str) -> str:
     return f"{verb.group(1).upper()} {table.group(1).lower()}" if table else verb.group(1).upper()
 
 
+@functools.lru_cache(maxsize=512)
+def _timer(op: str) -> Any:
+    """The operation's labelled histogram, looked up once (``labels()`` takes a lock and builds a key per call)."""
+    return DB_QUERY_SECONDS.labels(op)
+
+
 def observe(record: Any) -> None:
     """asyncpg's query logger: one ``LoggedQuery`` per statement (its text, elapsed seconds, exception)."""
     op = operation(record.query)
-    DB_QUERY_SECONDS.labels(op).observe(record.elapsed)
+    _timer(op).observe(record.elapsed)
     if record.exception is not None:
         DB_QUERY_ERRORS.labels(op, type(record.exception).__name__).inc()
     if _tracer is not None and _trace is not None and _trace.get_current_span().is_recording():
@@ -75,6 +87,16 @@ def observe(record: Any) -> None:
             attributes={"db.system": "postgresql", "db.operation": op},
         )
         span.end(end_time=end)
+
+
+@functools.lru_cache(maxsize=16)
+def _batch_sizes(kind: str) -> Any:
+    return DB_BATCH_SIZE.labels(kind)
+
+
+def observe_batch(kind: str, size: int) -> None:
+    """How many reads one coalesced statement answered."""
+    _batch_sizes(kind).observe(size)
 
 
 async def instrument(connection: Any) -> None:

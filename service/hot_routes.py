@@ -160,7 +160,7 @@ async def _serve(app: Litestar, scope: Scope, receive: Receive, send: Send, hot:
         if_match = connection.headers.get("if-match")
         if if_match is not None and len(if_match) > IF_MATCH_MAX:
             raise _HandOver
-    ctx: RequestContext = await admit(connection, _OPT[method])
+    ctx: RequestContext = await admit(scope, _OPT[method])
     service: CredentialService = app.state.services.credentials
     if credential_id is None:
         check_skip(hot.skip)

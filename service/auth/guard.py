@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from litestar.connection import ASGIConnection
@@ -41,21 +42,53 @@ GRANT_USE_ONLY = "A grant permits use of its credential through the proxy only; 
 _JWT_FORMAT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
 
-def _presented(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[Literal["api_key", "token"], str] | None:
-    """What the caller sent, and which kind of credential it looks like."""
-    authorization = connection.headers.get("authorization")
-    if authorization:
-        scheme, _, credentials = authorization.partition(" ")
-        credentials = credentials.strip()
-        if scheme.lower() != "bearer" or not credentials:
-            raise Unauthorized(
-                "Invalid authorization header; expected 'Bearer <API key or user token>'", AuthFailure.malformed_header
-            )
-        if credentials.startswith(SUPABASE_PREFIX) or _JWT_FORMAT.match(credentials):
-            return "token", credentials
-        return "api_key", credentials
-    key = connection.headers.get("x-api-key")
-    return ("api_key", key) if key else None
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """What a request presents to be admitted: the headers this module reads (the first of each, as Litestar's
+    ``Headers.get``) and the peer's address. Read once from the ASGI scope, in one pass over its headers: the guard
+    and ``service.hot_routes`` both admit from it."""
+
+    authorization: str | None = None
+    api_key: str | None = None
+    """``X-API-Key``."""
+    workspace: str | None = None
+    """``X-Workspace-Id``."""
+    forwarded_for: str | None = None
+    peer: str | None = None
+
+    @classmethod
+    def of(cls, scope: Mapping[str, Any]) -> Presented:
+        found: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            field = _READ.get(name)
+            if field is not None and field not in found:
+                found[field] = value.decode("latin-1")
+        client = scope.get("client")
+        return cls(peer=client[0] if client else None, **found)
+
+    def credential(self) -> tuple[Literal["api_key", "token"], str] | None:
+        """What the caller sent, and which kind of credential it looks like."""
+        if self.authorization:
+            scheme, _, credentials = self.authorization.partition(" ")
+            credentials = credentials.strip()
+            if scheme.lower() != "bearer" or not credentials:
+                raise Unauthorized(
+                    "Invalid authorization header; expected 'Bearer <API key or user token>'",
+                    AuthFailure.malformed_header,
+                )
+            if credentials.startswith(SUPABASE_PREFIX) or _JWT_FORMAT.match(credentials):
+                return "token", credentials
+            return "api_key", credentials
+        return ("api_key", self.api_key) if self.api_key else None
+
+
+_READ = {
+    b"authorization": "authorization",
+    b"x-api-key": "api_key",
+    b"x-workspace-id": "workspace",
+    b"x-forwarded-for": "forwarded_for",
+}
+"""The headers ``Presented`` keeps (ASGI gives their names in lower case), and its field for each."""
 
 
 def _check_length(requested: str | None) -> None:
@@ -108,16 +141,14 @@ def _user_principal(token: str, requested: str | None, verifier: TokenVerifier |
     )
 
 
-async def authenticate(
-    connection: ASGIConnection[Any, Any, Any, Any], verifier: TokenVerifier | None, grant_for: str | None = None
-) -> Principal:
-    """``grant_for``: the credential whose proxy route this is; only there is a grant token accepted (elsewhere it
-    is no API key, and answers 401 as one)."""
-    presented = _presented(connection)
-    if presented is None:
+async def authenticate(presented: Presented, state: Any, grant_for: str | None = None) -> Principal:
+    """``state``: the app's (its token verifier and key cache). ``grant_for``: the credential whose proxy route
+    this is; only there is a grant token accepted (elsewhere it is no API key, and answers 401 as one)."""
+    sent = presented.credential()
+    if sent is None:
         raise Unauthorized(NOT_AUTHENTICATED, AuthFailure.missing)
-    kind, credential = presented
-    requested = connection.headers.get("x-workspace-id")
+    kind, credential = sent
+    requested = presented.workspace
     if grant_for is not None and kind == "api_key" and credential.startswith(grants.PREFIX):
         principal = await grants.principal_of(credential, grant_for)
         _check_length(requested)
@@ -125,27 +156,22 @@ async def authenticate(
             raise Forbidden("X-Workspace-Id does not match the grant's workspace")
         return principal
     if kind == "token":
-        return _user_principal(credential, requested, verifier)
-    return await _api_key_principal(credential, requested, getattr(connection.app.state, "key_cache", None))
+        return _user_principal(credential, requested, state.services.tokens)
+    return await _api_key_principal(credential, requested, getattr(state, "key_cache", None))
 
 
-async def throttled_authenticate(
-    connection: ASGIConnection[Any, Any, Any, Any], grant_for: str | None = None
-) -> Principal:
+async def throttled_authenticate(presented: Presented, state: Any, grant_for: str | None = None) -> Principal:
     """``authenticate``, refused with 429 while the caller's address or key prefix has spent its failures, and
     each 401 recorded as a failure (``service.auth.throttle``)."""
-    verifier = connection.app.state.services.tokens
-    throttle: Throttle | None = getattr(connection.app.state, "throttle", None)
+    throttle: Throttle | None = getattr(state, "throttle", None)
     if throttle is None:
-        return await authenticate(connection, verifier, grant_for)
-    address = throttle.client_address(
-        connection.client.host if connection.client else None, connection.headers.get("x-forwarded-for")
-    )
-    authorization = connection.headers.get("authorization", "")
-    prefix = key_prefix(connection.headers.get("x-api-key") or authorization.partition(" ")[2].strip())
+        return await authenticate(presented, state, grant_for)
+    address = throttle.client_address(presented.peer, presented.forwarded_for)
+    sent = presented.api_key or (presented.authorization or "").partition(" ")[2].strip()
+    prefix = key_prefix(sent)
     throttle.check(address, prefix)
     try:
-        return await authenticate(connection, verifier, grant_for)
+        return await authenticate(presented, state, grant_for)
     except Unauthorized as exc:
         throttle.failed(exc.reason, address, prefix)
         raise
@@ -153,22 +179,22 @@ async def throttled_authenticate(
 
 async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Runs before the request body or query is parsed: an anonymous caller learns nothing about validation."""
-    await admit(connection, handler.opt)
+    await admit(connection.scope, handler.opt)
 
 
-async def admit(connection: ASGIConnection[Any, Any, Any, Any], opt: Mapping[str, Any]) -> RequestContext:
-    """The request's context, or the error that refuses it. A route's ``opt={"permission": ...}`` names what it
-    needs; ``opt={"grant": "use" | "refuse"}`` whether a grant token for the route's credential is recognised there
-    (the module's docstring): this is the one place that decides where a grant may go. Used by the guard and by
-    ``service.hot_routes``."""
+async def admit(scope: Any, opt: Mapping[str, Any]) -> RequestContext:
+    """The request's context (kept in its scope's state, where the ``ctx`` dependency finds it), or the error that
+    refuses it. A route's ``opt={"permission": ...}`` names what it needs; ``opt={"grant": "use" | "refuse"}``
+    whether a grant token for the route's credential is recognised there (the module's docstring): this is the one
+    place that decides where a grant may go. Used by the guard and by ``service.hot_routes``."""
     grant_route = opt.get("grant")
-    grant_for = connection.path_params.get("credential_id") if grant_route else None
-    principal = await throttled_authenticate(connection, grant_for)
+    grant_for = scope["path_params"].get("credential_id") if grant_route else None
+    principal = await throttled_authenticate(Presented.of(scope), scope["litestar_app"].state, grant_for)
     if principal.grant is not None and grant_route != "use":
         raise Forbidden(GRANT_USE_ONLY)
     permission = opt.get("permission")
     if permission:
         principal.require(Permission(permission))
-    context = RequestContext(request_id=connection.scope["state"]["request_id"], principal=principal)
-    connection.state.context = context
+    state = scope["state"]
+    context = state["context"] = RequestContext(request_id=state["request_id"], principal=principal)
     return context

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,12 +31,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def record(event_type: EventType, data: CredentialData | ApiKeyData | WebhookData) -> outbox.EventRow:
+def record(
+    event_type: EventType, data: CredentialData | ApiKeyData | WebhookData, from_row: tuple[str, ...] = ()
+) -> outbox.EventRow:
     """The event as the outbox stores it, not yet written (``emit`` writes it; ``db.credentials`` can write it in
     the statement of the change it reports)."""
     body = msgspec.json.encode(Envelope(type=event_type, timestamp=data.occurred_at, data=data)).decode()
     credential_id = uuid.UUID(data.credential_id) if isinstance(data, CredentialData) else None
-    return outbox.EventRow(uuid.uuid4(), data.workspace_id, event_type.value, credential_id, body, data.occurred_at)
+    return outbox.EventRow(
+        uuid.uuid4(), data.workspace_id, event_type.value, credential_id, body, data.occurred_at, from_row
+    )
 
 
 async def emit(
@@ -89,7 +92,7 @@ def credential_record_of_row(
         credential_id=str(credential_id),
         **fields,
     )
-    return dataclasses.replace(record(event_type, data), from_row=ROW_FIELDS)
+    return record(event_type, data, ROW_FIELDS)
 
 
 async def credential_event(event_type: EventType, origin: Origin, credential: Any, **fields: Any) -> uuid.UUID:

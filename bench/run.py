@@ -338,7 +338,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mem-seconds", type=float, default=None, help="cap on the extra mixed load for the RSS check")
     parser.add_argument("--stall-seconds", type=float, default=None, help="mixed load on the asyncio-debug instance")
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy the service at c=32 for get, list, create, reveal"
+        "--profile", action="store_true", help="py-spy the service at c=32 for get, list, create, reveal, delete"
     )
     parser.add_argument(
         "--compare", default=None, help="an earlier result JSON (e.g. the 10k run) for the scale ratios"
@@ -370,6 +370,8 @@ def main() -> None:
     cells = [(op, c, t) for op in args.ops for c in args.concurrency for t in TARGETS]
     delete_cells = sum(1 for op, _, _ in cells if op == "delete")
     delete_pool = int(delete_cells * args.duration * 8000) + 1000 if delete_cells else 0
+    if args.profile:  # the delete profile's own rows (two cells' worth of time)
+        delete_pool += int(2 * args.duration * 8000)
     result: dict[str, Any] = {
         "stamp": stamp, "n": args.n, "nproc": os.cpu_count(), "duration_s": args.duration,
         "concurrency": args.concurrency, "ops": args.ops, "cells": [],
@@ -474,12 +476,12 @@ def main() -> None:
             result["memory"] = memory_report(checkpoints, rss.peak, args.mem_requests)
 
             if args.profile:
-                prof = progress.add_task("py-spy profiles of the service", total=4)
+                profiled = {"get": ids, "list": None, "create": None, "reveal": reveal_ids, "delete": work / "left.txt"}
+                (work / "left.txt").write_text("\n".join(delete_ids[delete_offset:]) + "\n")
+                prof = progress.add_task("py-spy profiles of the service", total=len(profiled))
                 result["profiles"] = {}
-                for op in ("get", "list", "create", "reveal"):
-                    result["profiles"][op] = profile(
-                        service, op, key, ids if op == "get" else reveal_ids, work, args.duration * 2
-                    )
+                for op, op_ids in profiled.items():
+                    result["profiles"][op] = profile(service, op, key, op_ids, work, args.duration * 2)
                     progress.advance(prof)
 
             stall = progress.add_task("stall probe: asyncio debug instance", total=None)
@@ -526,7 +528,7 @@ def free_port() -> int:
     return free()
 
 
-def profile(service: Server, op: str, key: str, ids: Path, work: Path, duration: float) -> str:
+def profile(service: Server, op: str, key: str, ids: Path | None, work: Path, duration: float) -> str:
     raw = work / f"profile-{op}.txt"
     spy = subprocess.Popen(
         [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(service.process.pid), "--duration", str(int(duration)), "--rate", "200",
@@ -534,7 +536,7 @@ def profile(service: Server, op: str, key: str, ids: Path, work: Path, duration:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     with contextlib.suppress(subprocess.CalledProcessError):
-        wrk(service.url, op, 32, duration, key, ids if op in ("get", "reveal") else None, None)
+        wrk(service.url, op, 32, duration, key, ids, None)
     spy.wait(30)
     return str(raw)
 

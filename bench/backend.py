@@ -86,7 +86,8 @@ class Backend:
     # -- the operations ---------------------------------------------------------------------------------------
 
     async def _row(self, cid: str, *, lock: bool = False) -> dict[str, Any]:
-        row = await rows.get(msgspec.structs.replace(VISIBLE, id=uuid.UUID(cid)), lock=lock)
+        # coalesce=False: one statement per read, as a plain service makes (the service shares them under load).
+        row = await rows.get(msgspec.structs.replace(VISIBLE, id=uuid.UUID(cid)), lock=lock, coalesce=False)
         if row is None:
             raise NotFound
         return row

@@ -20,7 +20,8 @@ from typing import Any
 
 import msgspec
 
-from db import outbox
+from db import database, outbox
+from db.coalesce import Coalescer
 from db.database import fetch
 from db.tables import Credential
 
@@ -124,8 +125,39 @@ def _where(f: CredentialFilter) -> _Where:
 # -- reads -------------------------------------------------------------------------------------------------------
 
 
-async def get(f: CredentialFilter, *, lock: bool = False) -> dict[str, Any] | None:
-    """One visible row, optionally locked ``FOR UPDATE`` until the surrounding transaction ends."""
+async def _by_ids(f: CredentialFilter, ids: list[uuid.UUID]) -> list[dict[str, Any] | None]:
+    """The visible row of each id (None where there is none), for the reads of one filter that share a statement."""
+    where = _where(f).add("id = ANY({})", list(dict.fromkeys(ids)))
+    found = {row["id"]: row for row in await fetch(f"SELECT {_SELECT} FROM credential WHERE {where.sql}", *where.args)}
+    return [found.get(cid) for cid in ids]
+
+
+_readers: dict[int, tuple[Any, Coalescer[CredentialFilter, uuid.UUID, dict[str, Any] | None]]] = {}
+
+
+def _reader() -> Coalescer[CredentialFilter, uuid.UUID, dict[str, Any] | None] | None:
+    """The coalescer of the bound pool's reads by id (one per pool: its futures belong to the pool's event loop);
+    None inside a transaction, whose reads run on its connection."""
+    pool = database.pooled()
+    if pool is None:
+        return None
+    known = _readers.get(id(pool))
+    if known is None or known[0] is not pool:
+        for key, (other, _) in list(_readers.items()):
+            if other.is_closing():  # its coalescer has nothing left to do
+                del _readers[key]
+        known = _readers[id(pool)] = (pool, Coalescer("credential_by_id", _by_ids))
+    return known[1]
+
+
+async def get(f: CredentialFilter, *, lock: bool = False, coalesce: bool = True) -> dict[str, Any] | None:
+    """One visible row, optionally locked ``FOR UPDATE`` until the surrounding transaction ends. A plain read of
+    one id outside a transaction may share its statement with concurrent ones (``db.coalesce``) unless
+    ``coalesce`` is False (the benchmark's floors: one statement per read, as a plain service makes)."""
+    if coalesce and not lock and f.id is not None:
+        reader = _reader()
+        if reader is not None:
+            return await reader.read(msgspec.structs.replace(f, id=None), f.id)
     where = _where(f)
     rows = await fetch(
         f"SELECT {_SELECT} FROM credential WHERE {where.sql}{' FOR UPDATE' if lock else ''}", *where.args

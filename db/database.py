@@ -101,6 +101,15 @@ def _numbered(sql: str) -> str:
     return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
 
 
+def pooled() -> Any:
+    """The bound pool when a statement now would run on a pooled connection of its own (no transaction is under
+    way in this task); None otherwise. ``db.coalesce``'s reads share statements only then."""
+    engine = piccolo_conf.DB
+    if engine.current_transaction.get() is not None:
+        return None
+    return engine.pool
+
+
 async def fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
     """Run a query written with Piccolo's ``{}`` placeholders straight on asyncpg: in the current transaction when
     there is one, else on a pooled connection (asyncpg keeps each connection's prepared statements).

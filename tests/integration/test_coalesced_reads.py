@@ -1,0 +1,137 @@
+"""Reads of one credential by id share statements under load (``db.coalesce``, used by ``db.credentials.get``):
+each caller still sees exactly what a statement of its own would show it, never another workspace's row, and
+reads inside a transaction stay on the transaction's connection."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from db import credentials as rows
+from db import database
+from db.credentials import CredentialFilter
+from tests.support.api import Caller, MakeCaller, valid_secret
+
+BASE = "/api/v1/credentials"
+
+
+async def _create(client: httpx.AsyncClient, caller: Caller, label: str) -> str:
+    body = {
+        "label": label,
+        "auth_type": "api_key",
+        "credential_scope": "workspace",
+        "credentials": valid_secret("api_key"),
+    }
+    response = await client.post(BASE, json=body, headers=caller.headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+def _visible(caller: Caller, cid: str) -> CredentialFilter:
+    return CredentialFilter(workspace_id=caller.workspace, shared_scopes=("workspace",), id=uuid.UUID(cid))
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL of every statement ``db.credentials`` sends."""
+    sent: list[str] = []
+    real = rows.fetch
+
+    async def counting(sql: str, *args: Any) -> list[dict[str, Any]]:
+        sent.append(sql)
+        return await real(sql, *args)
+
+    monkeypatch.setattr(rows, "fetch", counting)
+    return sent
+
+
+async def test_concurrent_gets_share_statements_and_each_gets_its_own_row(
+    client: httpx.AsyncClient, caller: Caller, statements: list[str]
+) -> None:
+    ids = [await _create(client, caller, f"service {i}") for i in range(20)]
+    statements.clear()
+    found = await asyncio.gather(*(rows.get(_visible(caller, cid)) for cid in ids))
+    assert [str(row["id"]) if row else None for row in found] == ids
+    assert [row["label"] for row in found if row] == [f"service {i}" for i in range(20)]
+    assert len(statements) < len(ids)
+
+    # And through the API: twenty concurrent gets, each answered with its own credential.
+    answers = await asyncio.gather(*(client.get(f"{BASE}/{cid}", headers=caller.headers) for cid in ids))
+    assert [(a.status_code, a.json()["id"]) for a in answers] == [(200, cid) for cid in ids]
+
+
+async def test_a_shared_moment_never_shows_a_caller_another_workspaces_row(
+    client: httpx.AsyncClient, make_caller: MakeCaller, statements: list[str]
+) -> None:
+    alice, bob = await make_caller(), await make_caller()
+    hers, his = await _create(client, alice, "hers"), await _create(client, bob, "his")
+    statements.clear()
+    found = await asyncio.gather(
+        rows.get(_visible(alice, hers)),
+        rows.get(_visible(bob, hers)),
+        rows.get(_visible(bob, his)),
+        rows.get(_visible(alice, his)),
+    )
+    assert [row["label"] if row else None for row in found] == ["hers", None, "his", None]
+    assert len(statements) == 2  # one per workspace: different filters never share a statement
+
+    answers = await asyncio.gather(
+        client.get(f"{BASE}/{hers}", headers=alice.headers),
+        client.get(f"{BASE}/{hers}", headers=bob.headers),
+        client.get(f"{BASE}/{his}", headers=bob.headers),
+        client.get(f"{BASE}/{his}", headers=alice.headers),
+    )
+    assert [a.status_code for a in answers] == [200, 404, 200, 404]
+
+
+async def test_the_same_id_read_twice_at_once_answers_both(
+    client: httpx.AsyncClient, caller: Caller, statements: list[str]
+) -> None:
+    cid = await _create(client, caller, "twice")
+    statements.clear()
+    first, second = await asyncio.gather(rows.get(_visible(caller, cid)), rows.get(_visible(caller, cid)))
+    assert first is not None
+    assert second is not None
+    assert first["id"] == second["id"]
+    assert len(statements) == 1
+
+
+class _RollBack(Exception):
+    pass
+
+
+async def _update_and_read_inside(cid: str, visible: CredentialFilter) -> None:
+    async with database.transaction():
+        await rows.update(uuid.UUID(cid), {"label": "inside"})
+        # On another connection (a shared statement) it would see the committed label, "before".
+        inside = await rows.get(visible)
+        assert inside is not None
+        assert inside["label"] == "inside"
+        raise _RollBack
+
+
+async def test_a_read_inside_a_transaction_sees_the_transactions_own_writes(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    cid = await _create(client, caller, "before")
+    visible = _visible(caller, cid)
+    with pytest.raises(_RollBack):
+        await _update_and_read_inside(cid, visible)
+    after = await rows.get(visible)
+    assert after is not None
+    assert after["label"] == "before"
+
+
+async def test_a_coalesced_read_sees_a_write_that_committed_before_it_was_asked(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    ids = [await _create(client, caller, f"old {i}") for i in range(8)]
+    for i, cid in enumerate(ids):
+        response = await client.put(f"{BASE}/{cid}", json={"label": f"new {i}"}, headers=caller.headers)
+        assert response.status_code == 200, response.text
+    found = await asyncio.gather(*(rows.get(_visible(caller, cid)) for cid in ids))
+    assert [row["label"] for row in found if row] == [f"new {i}" for i in range(8)]

@@ -1,19 +1,21 @@
-"""Concurrent reads of one kind, gathered into one statement while earlier ones are under way.
+"""Concurrent statements of one kind, gathered into one statement while earlier ones are under way.
 
-A request path that reads one row by id pays for a whole round trip: a pooled connection acquired and released,
-a statement bound and executed, its result decoded, and on the server a plan run and a snapshot taken. Under load
-many requests make the same read for different ids at the same moment. A ``Coalescer`` lets them share it:
+A request path that reads (or hides) one row by id pays for a whole round trip: a pooled connection acquired and
+released, a statement bound and executed, its result decoded, and on the server a plan run, a snapshot taken and,
+for a write, a commit. Under load many requests make the same statement for different ids at the same moment. A
+``Coalescer`` lets them share it:
 
-- A read is sent at the end of the event loop's current iteration, together with every read of the same group
-  that arrived in that iteration (so a lone read waits for nothing).
-- At most ``max_in_flight`` statements are under way at once; reads that arrive meanwhile wait for the next free
+- An item is sent at the end of the event loop's current iteration, together with every item of the same group
+  that arrived in that iteration (so a lone item waits for nothing).
+- At most ``max_in_flight`` statements are under way at once; items that arrive meanwhile wait for the next free
   one and then go together, up to ``max_size`` to a statement. The busier the service, the more each statement
-  carries; an idle service sends one read per statement, as before.
-- Only reads of one group (the same ``key``: for credentials, the same visibility filter) share a statement, and
+  carries; an idle service sends one item per statement, as before.
+- Only items of one group (the same ``key``: for credentials, the same visibility filter) share a statement, and
   each caller gets its own answer, or its own copy of the statement's error.
 
-Nothing is cached: every read is answered by a statement that started after the read was asked for, so a caller
-sees every write that had committed when it asked (the same as a statement of its own).
+Nothing is cached: every item is answered by a statement that started after it was submitted, so a caller sees
+every write that had committed when it asked (the same as a statement of its own). A shared write commits (or
+fails) for all its items together, each of which is a change its caller asked for.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ class Coalescer(Generic[K, T, R]):
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def read(self, key: K, item: T) -> R:
-        """``item``'s answer, from a statement it may share with other reads of ``key``."""
+    async def submit(self, key: K, item: T) -> R:
+        """``item``'s answer, from a statement it may share with other items of ``key``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._waiting.setdefault(key, []).append((item, future))
@@ -70,7 +72,7 @@ class Coalescer(Generic[K, T, R]):
                 self._waiting[key] = rest
             else:
                 del self._waiting[key]
-            batch = [(item, future) for item, future in batch if not future.cancelled()]
+            batch = [(item, future) for item, future in batch if not future.cancelled()]  # its caller left
             if not batch:
                 continue
             self._in_flight += 1

@@ -132,21 +132,21 @@ async def _by_ids(f: CredentialFilter, ids: list[uuid.UUID]) -> list[dict[str, A
     return [found.get(cid) for cid in ids]
 
 
-_readers: dict[int, tuple[Any, Coalescer[CredentialFilter, uuid.UUID, dict[str, Any] | None]]] = {}
+_coalescers: dict[tuple[str, int], tuple[Any, Coalescer[Any, Any, Any]]] = {}
 
 
-def _reader() -> Coalescer[CredentialFilter, uuid.UUID, dict[str, Any] | None] | None:
-    """The coalescer of the bound pool's reads by id (one per pool: its futures belong to the pool's event loop);
-    None inside a transaction, whose reads run on its connection."""
+def _coalescer(name: str, run: Any) -> Coalescer[Any, Any, Any] | None:
+    """The bound pool's coalescer of ``name`` (one per pool: its futures belong to the pool's event loop); None
+    inside a transaction, whose statements run on its connection."""
     pool = database.pooled()
     if pool is None:
         return None
-    known = _readers.get(id(pool))
+    known = _coalescers.get((name, id(pool)))
     if known is None or known[0] is not pool:
-        for key, (other, _) in list(_readers.items()):
+        for key, (other, _) in list(_coalescers.items()):
             if other.is_closing():  # its coalescer has nothing left to do
-                del _readers[key]
-        known = _readers[id(pool)] = (pool, Coalescer("credential_by_id", _by_ids))
+                del _coalescers[key]
+        known = _coalescers[(name, id(pool))] = (pool, Coalescer(name, run))
     return known[1]
 
 
@@ -155,9 +155,10 @@ async def get(f: CredentialFilter, *, lock: bool = False, coalesce: bool = True)
     one id outside a transaction may share its statement with concurrent ones (``db.coalesce``) unless
     ``coalesce`` is False (the benchmark's floors: one statement per read, as a plain service makes)."""
     if coalesce and not lock and f.id is not None:
-        reader = _reader()
+        reader = _coalescer("credential_by_id", _by_ids)
         if reader is not None:
-            return await reader.read(msgspec.structs.replace(f, id=None), f.id)
+            found: dict[str, Any] | None = await reader.submit(msgspec.structs.replace(f, id=None), f.id)
+            return found
     where = _where(f)
     rows = await fetch(
         f"SELECT {_SELECT} FROM credential WHERE {where.sql}{' FOR UPDATE' if lock else ''}", *where.args
@@ -313,17 +314,73 @@ async def write_if_unchanged(
     return await _reporting(update, [*changes.values(), credential_id, row_version], event)
 
 
-async def hide_reporting(f: CredentialFilter, state: State, when: datetime, event: outbox.EventRow) -> bool:
+async def hide_reporting(
+    f: CredentialFilter, state: State, when: datetime, event: outbox.EventRow, *, coalesce: bool = True
+) -> bool:
     """``hide``, with ``event`` recorded in the same statement (its ``from_row`` fields taken from the hidden row):
-    one round trip. False when nothing matched, and then no event."""
+    one round trip, which concurrent hides of the same filter may share (``db.coalesce``) unless ``coalesce`` is
+    False or a transaction is under way. False when nothing matched, and then no event."""
     if state not in {State.deleted, State.deleting}:
         raise ValueError(f"hiding moves a row to deleted or deleting, not {state}")
     if not set(event.from_row) <= set(COLUMNS):
         raise ValueError(f"not credential columns: {sorted(set(event.from_row) - set(COLUMNS))}")
+    if coalesce and f.id is not None:
+        hider = _coalescer("credential_hide", _hide_each)
+        if hider is not None:
+            group = _HideGroup(msgspec.structs.replace(f, id=None), state, event.from_row)
+            return bool(await hider.submit(group, _Hide(f.id, when, event)))
     where = _where(f)
     returned = ", ".join(("id", *event.from_row))
     update = f"UPDATE credential SET state = {{}}, deleted_at = {{}} WHERE {where.sql} RETURNING {returned}"
     return await _reporting(update, [state, when, *where.args], event)
+
+
+class _HideGroup(msgspec.Struct, frozen=True):
+    """Hides that may share a statement: one filter, one target state, the same event fields from the row."""
+
+    filter: CredentialFilter
+    state: State
+    from_row: tuple[str, ...]
+
+
+class _Hide(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    when: datetime
+    event: outbox.EventRow
+
+
+async def _hide_each(group: _HideGroup, hides: list[_Hide]) -> list[bool]:
+    """The hides of one group in one statement, each with its own time and its own event; whether each matched.
+
+    The rows are locked in id order, so two such statements never wait for each other in a cycle. Two hides of one
+    row in one statement hide it once: the event of only one of them is recorded, and only that one matched.
+    """
+    ordered = sorted(hides, key=lambda hide: hide.id)
+    where = _where(group.filter)
+    returned = ", ".join(f"credential.{name}" for name in ("id", *group.from_row))
+    sql = (
+        "WITH req AS (SELECT * FROM unnest({}::uuid[], {}::timestamptz[], {}::uuid[], {}::text[], {}::text[], "
+        "{}::text[]) AS r(r_id, r_at, event_id, r_workspace, r_type, payload)), "
+        f"changed AS (UPDATE credential SET state = {{}}, deleted_at = req.r_at FROM req "
+        f"WHERE credential.id = req.r_id AND {where.sql} RETURNING {returned}, req.event_id, "
+        "req.r_workspace AS workspace_id, req.r_type AS type, req.payload, req.r_at AS created_at), "
+        f"{outbox.recording_each('changed', group.from_row)} SELECT event_id FROM changed"
+    )
+    matched = {
+        row["event_id"]
+        for row in await fetch(
+            sql,
+            [hide.id for hide in ordered],
+            [hide.when for hide in ordered],
+            [hide.event.id for hide in ordered],
+            [hide.event.workspace_id for hide in ordered],
+            [hide.event.type for hide in ordered],
+            [hide.event.payload for hide in ordered],
+            group.state,
+            *where.args,
+        )
+    }
+    return [hide.event.id in matched for hide in hides]
 
 
 async def _reporting(update: str, args: list[Any], event: outbox.EventRow) -> bool:

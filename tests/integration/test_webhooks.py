@@ -173,6 +173,27 @@ async def test_every_event_type_is_delivered_once_with_a_valid_signature_and_no_
         assert value.encode() not in raw
 
 
+async def test_deletes_sharing_a_statement_are_each_delivered_once(
+    app: httpx.AsyncClient, make_caller: MakeCaller, receiver: Receiver
+) -> None:
+    """Concurrent deletes share a statement (``db.coalesce``): each still queues its own delivery."""
+    who = await make_caller(permissions=ADMIN)
+    await subscribe(app, who, receiver, ["credential.deleted"])
+    ids = [(await create(app, who, label=f"batch {i}"))["id"] for i in range(6)]
+    answers = await asyncio.gather(*(app.delete(f"{API}/{cid}", headers=who.headers) for cid in ids))
+    assert [a.status_code for a in answers] == [200] * 6
+
+    async def all_six() -> bool:
+        return len(receiver.of_type("credential.deleted")) >= 6
+
+    await wait_for(all_six, seconds=20)
+    await asyncio.sleep(0.5)  # anything sent twice would arrive by now
+    delivered = [json.loads(d.body)["data"] for d in receiver.of_type("credential.deleted")]
+    assert sorted((d["credential_id"], d["label"]) for d in delivered) == sorted(
+        (cid, f"batch {i}") for i, cid in enumerate(ids)
+    )
+
+
 def _arrived(receiver: Receiver, wanted: set[str]) -> Any:
     async def check() -> bool:
         return wanted <= {d.type for d in receiver.snapshot()}

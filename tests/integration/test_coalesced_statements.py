@@ -1,10 +1,12 @@
-"""Reads of one credential by id share statements under load (``db.coalesce``, used by ``db.credentials.get``):
-each caller still sees exactly what a statement of its own would show it, never another workspace's row, and
-reads inside a transaction stay on the transaction's connection."""
+"""Reads and deletes of one credential by id share statements under load (``db.coalesce``, used by
+``db.credentials.get`` and ``hide_reporting``): each caller still gets exactly what a statement of its own would
+give it (its row, its 404, its event), never another workspace's row, and statements inside a transaction stay
+on the transaction's connection."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from db import credentials as rows
-from db import database
+from db import database, outbox
 from db.credentials import CredentialFilter
 from tests.support.api import Caller, MakeCaller, valid_secret
 
@@ -135,3 +137,59 @@ async def test_a_coalesced_read_sees_a_write_that_committed_before_it_was_asked(
         assert response.status_code == 200, response.text
     found = await asyncio.gather(*(rows.get(_visible(caller, cid)) for cid in ids))
     assert [row["label"] for row in found if row] == [f"new {i}" for i in range(8)]
+
+
+async def test_concurrent_deletes_share_statements_and_each_records_its_own_event(
+    client: httpx.AsyncClient, caller: Caller, statements: list[str]
+) -> None:
+    ids = [await _create(client, caller, f"gone {i}") for i in range(12)]
+    statements.clear()
+    answers = await asyncio.gather(*(client.delete(f"{BASE}/{cid}", headers=caller.headers) for cid in ids))
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {"id": cid, "deleted": True}) for cid in ids]
+    hides = [sql for sql in statements if sql.startswith("WITH req AS")]
+    assert 1 <= len(hides) < len(ids)
+    for cid in ids:
+        assert (await client.get(f"{BASE}/{cid}", headers=caller.headers)).status_code == 404
+    deleted = [e for e in await outbox.of_workspace(caller.workspace) if e["type"] == "credential.deleted"]
+    assert sorted(str(e["credential_id"]) for e in deleted) == sorted(ids)
+    by_credential = {str(e["credential_id"]): _payload(e["payload"]) for e in deleted}
+    request_ids = {a.headers["x-request-id"] for a in answers}
+    for i, cid in enumerate(ids):
+        data = by_credential[cid]["data"]
+        assert data["label"] == f"gone {i}"  # this row's own fields, not a neighbour's
+        assert data["auth_type"] == "api_key"
+        assert data["actor"] == caller.key_id
+    assert {by_credential[cid]["data"]["request_id"] for cid in ids} == request_ids
+
+
+async def test_two_deletes_of_one_credential_at_once_answer_once_and_record_one_event(
+    client: httpx.AsyncClient, caller: Caller, statements: list[str]
+) -> None:
+    cid = await _create(client, caller, "once")
+    statements.clear()
+    answers = await asyncio.gather(*(client.delete(f"{BASE}/{cid}", headers=caller.headers) for _ in range(3)))
+    assert sorted(a.status_code for a in answers) == [200, 404, 404]
+    assert len([sql for sql in statements if sql.startswith("WITH req AS")]) == 1  # they did share it
+    deleted = [e for e in await outbox.of_workspace(caller.workspace) if e["type"] == "credential.deleted"]
+    assert len(deleted) == 1
+    winner = next(a for a in answers if a.status_code == 200)
+    assert _payload(deleted[0]["payload"])["data"]["request_id"] == winner.headers["x-request-id"]
+
+
+async def test_a_shared_delete_never_touches_another_workspaces_row(
+    client: httpx.AsyncClient, make_caller: MakeCaller
+) -> None:
+    alice, bob = await make_caller(), await make_caller()
+    hers, his = await _create(client, alice, "hers"), await _create(client, bob, "his")
+    answers = await asyncio.gather(
+        client.delete(f"{BASE}/{hers}", headers=bob.headers),
+        client.delete(f"{BASE}/{his}", headers=alice.headers),
+        client.delete(f"{BASE}/{his}", headers=bob.headers),
+    )
+    assert [a.status_code for a in answers] == [404, 404, 200]
+    assert (await client.get(f"{BASE}/{hers}", headers=alice.headers)).status_code == 200
+    assert [e["type"] for e in await outbox.of_workspace(alice.workspace)].count("credential.deleted") == 0
+
+
+def _payload(payload: Any) -> Any:
+    return json.loads(payload) if isinstance(payload, str) else payload

@@ -126,10 +126,20 @@ def _where(f: CredentialFilter) -> _Where:
 
 
 async def _by_ids(f: CredentialFilter, ids: list[uuid.UUID]) -> list[dict[str, Any] | None]:
-    """The visible row of each id (None where there is none), for the reads of one filter that share a statement."""
+    """The visible row of each id with its ``row_version`` (None where there is none), for the reads of one filter
+    that share a statement (``get`` and ``get_versioned``). Each caller gets a row of its own to keep or change."""
     where = _where(f).add("id = ANY({})", list(dict.fromkeys(ids)))
-    found = {row["id"]: row for row in await fetch(f"SELECT {_SELECT} FROM credential WHERE {where.sql}", *where.args)}
-    return [found.get(cid) for cid in ids]
+    found = {
+        row["id"]: row
+        for row in await fetch(f"SELECT {_SELECT}, xmin AS row_version FROM credential WHERE {where.sql}", *where.args)
+    }
+    answers: list[dict[str, Any] | None] = []
+    given: set[uuid.UUID] = set()
+    for cid in ids:
+        row = found.get(cid)
+        answers.append(dict(row) if row is not None and cid in given else row)
+        given.add(cid)
+    return answers
 
 
 _coalescers: dict[tuple[str, int], tuple[Any, Coalescer[Any, Any, Any]]] = {}
@@ -155,10 +165,9 @@ async def get(f: CredentialFilter, *, lock: bool = False, coalesce: bool = True)
     one id outside a transaction may share its statement with concurrent ones (``db.coalesce``) unless
     ``coalesce`` is False (the benchmark's floors: one statement per read, as a plain service makes)."""
     if coalesce and not lock and f.id is not None:
-        reader = _coalescer("credential_by_id", _by_ids)
-        if reader is not None:
-            found: dict[str, Any] | None = await reader.submit(msgspec.structs.replace(f, id=None), f.id)
-            return found
+        seen = await _read_shared(f)
+        if seen is not _UNSHARED:
+            return None if seen is None else seen[0]
     where = _where(f)
     rows = await fetch(
         f"SELECT {_SELECT} FROM credential WHERE {where.sql}{' FOR UPDATE' if lock else ''}", *where.args
@@ -166,9 +175,26 @@ async def get(f: CredentialFilter, *, lock: bool = False, coalesce: bool = True)
     return rows[0] if rows else None
 
 
+_UNSHARED: Any = object()
+
+
+async def _read_shared(f: CredentialFilter) -> Any:
+    """The row of ``f.id`` and its version from a shared statement (``db.coalesce``); ``_UNSHARED`` when reads
+    cannot be shared now (inside a transaction, or without a pool)."""
+    reader = _coalescer("credential_by_id", _by_ids)
+    if reader is None or f.id is None:
+        return _UNSHARED
+    row: dict[str, Any] | None = await reader.submit(msgspec.structs.replace(f, id=None), f.id)
+    return None if row is None else (row, row.pop("row_version"))
+
+
 async def get_versioned(f: CredentialFilter) -> tuple[dict[str, Any], int] | None:
     """One visible row and its row version (Postgres's ``xmin``: it changes with every write to the row, and only
-    then), for ``write_if_unchanged``."""
+    then), for ``write_if_unchanged``. Shares its statement with concurrent reads (``get``) when it can."""
+    seen = await _read_shared(f)
+    if seen is not _UNSHARED:
+        versioned: tuple[dict[str, Any], int] | None = seen
+        return versioned
     where = _where(f)
     rows = await fetch(f"SELECT {_SELECT}, xmin AS row_version FROM credential WHERE {where.sql}", *where.args)
     if not rows:

@@ -102,6 +102,34 @@ async def test_the_same_id_read_twice_at_once_answers_both(
     assert len(statements) == 1
 
 
+async def test_reads_for_updates_share_statements_with_gets_and_each_gets_a_row_of_its_own(
+    client: httpx.AsyncClient, caller: Caller, statements: list[str]
+) -> None:
+    cid = await _create(client, caller, "shared")
+    statements.clear()
+    versioned, again, plain = await asyncio.gather(
+        rows.get_versioned(_visible(caller, cid)),
+        rows.get_versioned(_visible(caller, cid)),
+        rows.get(_visible(caller, cid)),
+    )
+    assert len(statements) == 1
+    assert versioned is not None
+    assert again is not None
+    assert plain is not None
+    assert versioned[1] == again[1]  # the same row version (xmin), each popped from its own copy of the row
+    assert versioned[0] == again[0] == plain
+    assert "row_version" not in plain
+
+    # Concurrent updates (each a versioned read, then a write at that version): each lands, none is lost.
+    ids = [cid, *[await _create(client, caller, f"more {i}") for i in range(7)]]
+    answers = await asyncio.gather(
+        *(client.put(f"{BASE}/{c}", json={"label": f"renamed {i}"}, headers=caller.headers) for i, c in enumerate(ids))
+    )
+    assert [a.status_code for a in answers] == [200] * 8
+    found = await asyncio.gather(*(rows.get(_visible(caller, c)) for c in ids))
+    assert [row["label"] for row in found if row] == [f"renamed {i}" for i in range(8)]
+
+
 class _RollBack(Exception):
     pass
 

@@ -27,6 +27,10 @@ class Probe:
         self.lag_over_20ms = 0
         self.lag_over_100ms = 0
         self.slow_callbacks: list[str] = []
+        """Callbacks over the threshold once the server serves (its first request came in)."""
+        self.slow_startup_callbacks: list[str] = []
+        """Those before: the app's start-up (pools, caches, the collector's settling), when no request waits."""
+        self.serving = False
 
     async def monitor(self) -> None:
         interval = 0.01
@@ -34,6 +38,8 @@ class Probe:
             start = time.perf_counter()
             await asyncio.sleep(interval)
             lag = time.perf_counter() - start - interval
+            if not self.serving:  # a start-up pause keeps no request waiting: it is reported, not counted
+                continue
             self.lag_samples += 1
             self.lag_max = max(self.lag_max, lag)
             self.lag_over_20ms += lag > 0.02
@@ -47,6 +53,8 @@ class Probe:
             "lag_over_100ms": self.lag_over_100ms,
             "slow_callbacks": len(self.slow_callbacks),
             "slow_callback_examples": self.slow_callbacks[:10],
+            "slow_startup_callbacks": len(self.slow_startup_callbacks),
+            "slow_startup_callback_examples": self.slow_startup_callbacks[:10],
         }
 
 
@@ -58,7 +66,8 @@ class _SlowCallbackCounter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if message.startswith("Executing"):
-            self.probe.slow_callbacks.append(message[:300])
+            found = self.probe.slow_callbacks if self.probe.serving else self.probe.slow_startup_callbacks
+            found.append(message[:300])
 
 
 def with_probe(app: Any, probe: Probe, asyncio_debug: bool, slow: float) -> Any:
@@ -74,6 +83,8 @@ def with_probe(app: Any, probe: Probe, asyncio_debug: bool, slow: float) -> Any:
                 logger.addHandler(_SlowCallbackCounter(probe))
                 logger.setLevel(logging.WARNING)
             tasks.append(loop.create_task(probe.monitor()))
+        elif scope["type"] == "http":
+            probe.serving = True
         await app(scope, receive, send)
 
     return wrapped

@@ -5,11 +5,10 @@ released, a statement bound and executed, its result decoded, and on the server 
 for a write, a commit. Under load many requests make the same statement for different ids at the same moment. A
 ``Coalescer`` lets them share it:
 
-- An item is sent at the end of the event loop's current iteration, together with every item of the same group
-  that arrived in that iteration (so a lone item waits for nothing).
-- At most ``max_in_flight`` statements are under way at once; items that arrive meanwhile wait for the next free
-  one and then go together, up to ``max_size`` to a statement. The busier the service, the more each statement
-  carries; an idle service sends one item per statement, as before.
+- While fewer than ``max_in_flight`` statements are under way and nothing waits, an item is sent at once, alone,
+  from its caller's own task: a quiet service makes exactly the statements it made before.
+- Otherwise it waits; when a statement ends, the items waiting go together, up to ``max_size`` to a statement.
+  The busier the service, the more each statement carries.
 - Only items of one group (the same ``key``: for credentials, the same visibility filter) share a statement, and
   each caller gets its own answer, or its own copy of the statement's error.
 
@@ -50,6 +49,15 @@ class Coalescer(Generic[K, T, R]):
     async def submit(self, key: K, item: T) -> R:
         """``item``'s answer, from a statement it may share with other items of ``key``."""
         loop = asyncio.get_running_loop()
+        if self._in_flight < self._max_in_flight and not self._waiting:
+            self._in_flight += 1
+            metrics.observe_batch(self._name, 1)
+            try:
+                return (await self._run(key, [item]))[0]
+            finally:
+                self._in_flight -= 1
+                if self._waiting:
+                    self._schedule(loop)
         future: asyncio.Future[R] = loop.create_future()
         self._waiting.setdefault(key, []).append((item, future))
         self._schedule(loop)

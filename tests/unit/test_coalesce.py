@@ -11,48 +11,71 @@ from db.coalesce import Coalescer
 
 
 class _Statements:
-    """A ``run`` that records each statement's items and waits for ``release`` before answering."""
+    """A ``run`` that records each statement's items and, while ``held``, waits until the test releases it."""
 
     def __init__(self, fail: BaseException | None = None) -> None:
         self.items: list[list[int]] = []
-        self.release = asyncio.Event()
-        self.release.set()
+        self.gates: list[asyncio.Event] = []
+        self.held = False
         self.fail = fail
 
     async def __call__(self, key: str, items: list[int]) -> list[str]:
         self.items.append(list(items))
-        await self.release.wait()
+        gate = asyncio.Event()
+        if not self.held:
+            gate.set()
+        self.gates.append(gate)
+        await asyncio.sleep(0)  # a statement always takes a while
+        await gate.wait()
         if self.fail is not None:
             raise self.fail
         return [f"{key}:{item}" for item in items]
 
+    def release(self, index: int) -> None:
+        self.gates[index].set()
 
-async def test_reads_of_one_iteration_share_a_statement_and_get_their_own_answers() -> None:
+
+async def test_reads_beyond_the_free_statements_share_one_and_get_their_own_answers() -> None:
     run = _Statements()
-    reads = Coalescer("test", run)
+    reads = Coalescer("test", run, max_in_flight=4)
     answers = await asyncio.gather(*(reads.submit("a", i) for i in range(10)))
     assert answers == [f"a:{i}" for i in range(10)]
-    assert run.items == [list(range(10))]
+    # Four go at once, alone (the statements free when they came); the six after them share the next one.
+    assert run.items == [[0], [1], [2], [3], [4, 5, 6, 7, 8, 9]]
 
 
-async def test_a_lone_read_is_sent_at_once() -> None:
+async def test_a_lone_read_is_sent_at_once_from_its_callers_task() -> None:
     run = _Statements()
-    reads = Coalescer("test", run)
-    assert await asyncio.wait_for(reads.submit("a", 1), 1) == "a:1"
+    task = asyncio.current_task()
+    seen: list[asyncio.Task[object] | None] = []
+
+    async def recording(key: str, items: list[int]) -> list[str]:
+        seen.append(asyncio.current_task())
+        return await run(key, items)
+
+    reads = Coalescer("test", recording)
+    assert await reads.submit("a", 1) == "a:1"
     assert run.items == [[1]]
+    assert seen == [task]
 
 
 async def test_groups_never_share_a_statement() -> None:
     run = _Statements()
-    reads = Coalescer("test", run)
-    answers = await asyncio.gather(reads.submit("a", 1), reads.submit("b", 1), reads.submit("a", 2))
-    assert answers == ["a:1", "b:1", "a:2"]
-    assert sorted(run.items) == [[1], [1, 2]]
+    run.held = True
+    reads = Coalescer("test", run, max_in_flight=1)
+    busy = asyncio.ensure_future(reads.submit("a", 0))
+    await asyncio.sleep(0.01)
+    waiting = [asyncio.ensure_future(reads.submit(key, i)) for key, i in (("a", 1), ("b", 1), ("a", 2))]
+    await asyncio.sleep(0.01)
+    run.held = False
+    run.release(0)
+    assert await asyncio.gather(busy, *waiting) == ["a:0", "a:1", "b:1", "a:2"]
+    assert run.items == [[0], [1, 2], [1]]
 
 
 async def test_reads_wait_for_a_free_statement_and_then_go_together_up_to_the_size_limit() -> None:
     run = _Statements()
-    run.release.clear()
+    run.held = True
     reads = Coalescer("test", run, max_size=4, max_in_flight=1)
     first = asyncio.ensure_future(reads.submit("a", 0))
     await asyncio.sleep(0.01)
@@ -60,7 +83,8 @@ async def test_reads_wait_for_a_free_statement_and_then_go_together_up_to_the_si
     rest = [asyncio.ensure_future(reads.submit("a", i)) for i in range(1, 10)]
     await asyncio.sleep(0.01)
     assert run.items == [[0]]  # the others wait
-    run.release.set()
+    run.held = False
+    run.release(0)
     answers = await asyncio.gather(first, *rest)
     assert answers == [f"a:{i}" for i in range(10)]
     assert run.items == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9]]
@@ -68,8 +92,18 @@ async def test_reads_wait_for_a_free_statement_and_then_go_together_up_to_the_si
 
 async def test_a_failed_statement_fails_each_of_its_reads_with_its_own_copy_of_the_error() -> None:
     run = _Statements(fail=ConnectionResetError("the server went away"))
-    reads = Coalescer("test", run)
-    outcomes = await asyncio.gather(*(reads.submit("a", i) for i in range(3)), return_exceptions=True)
+    reads = Coalescer("test", run, max_in_flight=1)
+    run.held = True
+    busy = asyncio.ensure_future(reads.submit("a", 9))
+    await asyncio.sleep(0.01)
+    shared = [asyncio.ensure_future(reads.submit("a", i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    run.held = False
+    run.release(0)
+    with pytest.raises(ConnectionResetError):
+        await busy
+    outcomes = await asyncio.gather(*shared, return_exceptions=True)
+    assert run.items == [[9], [0, 1, 2]]
     assert all(isinstance(o, ConnectionResetError) and o.args == ("the server went away",) for o in outcomes)
     assert len({id(o) for o in outcomes}) == 3
     # The coalescer is not stuck afterwards.
@@ -79,13 +113,19 @@ async def test_a_failed_statement_fails_each_of_its_reads_with_its_own_copy_of_t
 
 async def test_a_cancelled_read_leaves_the_others_of_its_statement_answered() -> None:
     run = _Statements()
-    run.release.clear()
-    reads = Coalescer("test", run)
+    run.held = True
+    reads = Coalescer("test", run, max_in_flight=1)
+    busy = asyncio.ensure_future(reads.submit("a", 0))
+    await asyncio.sleep(0.01)
     kept = asyncio.ensure_future(reads.submit("a", 1))
     dropped = asyncio.ensure_future(reads.submit("a", 2))
     await asyncio.sleep(0.01)
+    run.release(0)
+    assert await busy == "a:0"
+    await asyncio.sleep(0.01)
+    assert run.items == [[0], [1, 2]]  # under way, held
     dropped.cancel()
-    run.release.set()
+    run.release(1)
     assert await kept == "a:1"
     with pytest.raises(asyncio.CancelledError):
         await dropped
@@ -93,7 +133,7 @@ async def test_a_cancelled_read_leaves_the_others_of_its_statement_answered() ->
 
 async def test_a_read_cancelled_before_its_statement_is_not_sent() -> None:
     run = _Statements()
-    run.release.clear()
+    run.held = True
     reads = Coalescer("test", run, max_in_flight=1)
     busy = asyncio.ensure_future(reads.submit("a", 0))
     await asyncio.sleep(0.01)
@@ -101,7 +141,8 @@ async def test_a_read_cancelled_before_its_statement_is_not_sent() -> None:
     kept = asyncio.ensure_future(reads.submit("a", 2))
     await asyncio.sleep(0.01)
     waiting.cancel()
-    run.release.set()
+    run.held = False
+    run.release(0)
     assert await busy == "a:0"
     assert await kept == "a:2"
     assert run.items == [[0], [2]]

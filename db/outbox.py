@@ -39,8 +39,7 @@ def recording(source: str, event: EventRow) -> str:
     created_at = "{}"
     if event.from_row:
         _check_names(event.from_row)
-        # The row's fields by name, added to the payload's data (jsonb_build_object: a tenth of the Postgres CPU of
-        # picking them out of to_jsonb(row)).
+        # The row's fields by name, added to the payload's data.
         fields = ", ".join(f"'{name}', s.{name}" for name in event.from_row)
         payload = f"jsonb_set(p.payload, ARRAY['data'], (p.payload -> 'data') || jsonb_build_object({fields}))"
         created_at = "p.created_at"

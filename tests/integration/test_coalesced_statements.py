@@ -18,21 +18,13 @@ from db import credentials as rows
 from db import database, outbox
 from db.coalesce import Coalescer
 from db.credentials import CredentialFilter
-from tests.support.api import Caller, MakeCaller, valid_secret
+from tests.support.api import Caller, MakeCaller, create
 
 BASE = "/api/v1/credentials"
 
 
 async def _create(client: httpx.AsyncClient, caller: Caller, label: str) -> str:
-    body = {
-        "label": label,
-        "auth_type": "api_key",
-        "credential_scope": "workspace",
-        "credentials": valid_secret("api_key"),
-    }
-    response = await client.post(BASE, json=body, headers=caller.headers)
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+    return str((await create(client, caller, label=label))["id"])
 
 
 def _visible(caller: Caller, cid: str) -> CredentialFilter:

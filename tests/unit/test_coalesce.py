@@ -35,6 +35,16 @@ class _Statements:
         self.gates[index].set()
 
 
+async def _one_busy(run: _Statements, **limits: int) -> tuple[Coalescer[str, int, str], asyncio.Future[str]]:
+    """A coalescer allowing one statement, which item 0 holds (``run`` holds it until released)."""
+    run.held = True
+    reads = Coalescer("test", run, max_in_flight=1, **limits)
+    busy = asyncio.ensure_future(reads.submit("a", 0))
+    await asyncio.sleep(0.01)
+    assert run.items == [[0]]
+    return reads, busy
+
+
 async def test_reads_beyond_the_free_statements_share_one_and_get_their_own_answers() -> None:
     run = _Statements()
     reads = Coalescer("test", run, max_in_flight=4)
@@ -61,10 +71,7 @@ async def test_a_lone_read_is_sent_at_once_from_its_callers_task() -> None:
 
 async def test_groups_never_share_a_statement() -> None:
     run = _Statements()
-    run.held = True
-    reads = Coalescer("test", run, max_in_flight=1)
-    busy = asyncio.ensure_future(reads.submit("a", 0))
-    await asyncio.sleep(0.01)
+    reads, busy = await _one_busy(run)
     waiting = [asyncio.ensure_future(reads.submit(key, i)) for key, i in (("a", 1), ("b", 1), ("a", 2))]
     await asyncio.sleep(0.01)
     run.held = False
@@ -113,10 +120,7 @@ async def test_a_failed_statement_fails_each_of_its_reads_with_its_own_copy_of_t
 
 async def test_a_cancelled_read_leaves_the_others_of_its_statement_answered() -> None:
     run = _Statements()
-    run.held = True
-    reads = Coalescer("test", run, max_in_flight=1)
-    busy = asyncio.ensure_future(reads.submit("a", 0))
-    await asyncio.sleep(0.01)
+    reads, busy = await _one_busy(run)
     kept = asyncio.ensure_future(reads.submit("a", 1))
     dropped = asyncio.ensure_future(reads.submit("a", 2))
     await asyncio.sleep(0.01)
@@ -133,10 +137,7 @@ async def test_a_cancelled_read_leaves_the_others_of_its_statement_answered() ->
 
 async def test_a_read_cancelled_before_its_statement_is_not_sent() -> None:
     run = _Statements()
-    run.held = True
-    reads = Coalescer("test", run, max_in_flight=1)
-    busy = asyncio.ensure_future(reads.submit("a", 0))
-    await asyncio.sleep(0.01)
+    reads, busy = await _one_busy(run)
     waiting = asyncio.ensure_future(reads.submit("a", 1))
     kept = asyncio.ensure_future(reads.submit("a", 2))
     await asyncio.sleep(0.01)

@@ -36,6 +36,8 @@ Run = Callable[[K, list[T]], Awaitable[list[R]]]
 
 
 class Coalescer(Generic[K, T, R]):
+    """The statements of one kind (``run``), shared as the module's docstring says; one per pool and event loop."""
+
     def __init__(self, name: str, run: Run[K, T, R], *, max_size: int = 64, max_in_flight: int = 4) -> None:
         self._name = name
         self._run = run

@@ -184,8 +184,8 @@ _UNSHARED: Any = object()
 async def _read_shared(f: CredentialFilter) -> Any:
     """The row of ``f.id`` and its version from a shared statement (``db.coalesce``); ``_UNSHARED`` when reads
     cannot be shared now (inside a transaction, or without a pool)."""
-    reader = _coalescer("credential_by_id", _by_ids)
-    if reader is None or f.id is None:
+    reader = None if f.id is None else _coalescer("credential_by_id", _by_ids)
+    if reader is None:
         return _UNSHARED
     row: dict[str, Any] | None = await reader.submit(msgspec.structs.replace(f, id=None), f.id)
     return None if row is None else (row, row.pop("row_version"))
@@ -343,17 +343,15 @@ async def write_if_unchanged(
     return await _reporting(update, [*changes.values(), credential_id, row_version], event)
 
 
-async def hide_reporting(
-    f: CredentialFilter, state: State, when: datetime, event: outbox.EventRow, *, coalesce: bool = True
-) -> bool:
+async def hide_reporting(f: CredentialFilter, state: State, when: datetime, event: outbox.EventRow) -> bool:
     """``hide``, with ``event`` recorded in the same statement (its ``from_row`` fields taken from the hidden row):
-    one round trip, which concurrent hides of the same filter may share (``db.coalesce``) unless ``coalesce`` is
-    False or a transaction is under way. False when nothing matched, and then no event."""
+    one round trip, which concurrent hides of the same filter share (``db.coalesce``) unless a transaction is under
+    way. False when nothing matched, and then no event."""
     if state not in {State.deleted, State.deleting}:
         raise ValueError(f"hiding moves a row to deleted or deleting, not {state}")
     if not set(event.from_row) <= set(COLUMNS):
         raise ValueError(f"not credential columns: {sorted(set(event.from_row) - set(COLUMNS))}")
-    if coalesce and f.id is not None:
+    if f.id is not None:
         hider = _coalescer("credential_hide", _hide_each)
         if hider is not None:
             group = _HideGroup(msgspec.structs.replace(f, id=None), state, event.from_row)

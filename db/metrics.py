@@ -35,7 +35,7 @@ DB_QUERY_ERRORS = Counter(
 )
 DB_BATCH_SIZE = Histogram(
     "credentials_db_batch_size",
-    "Reads answered by one coalesced statement (db.coalesce), by kind",
+    "Gets or deletes answered by one shared statement (db.coalesce), by kind",
     ["kind"],
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
@@ -95,7 +95,7 @@ def _batch_sizes(kind: str) -> Any:
 
 
 def observe_batch(kind: str, size: int) -> None:
-    """How many reads one coalesced statement answered."""
+    """How many items (gets, deletes) one statement answered."""
     _batch_sizes(kind).observe(size)
 
 

@@ -38,10 +38,7 @@ def recording(source: str, event: EventRow) -> str:
     payload = "{}::jsonb"
     created_at = "{}"
     if event.from_row:
-        _check_names(event.from_row)
-        # The row's fields by name, added to the payload's data.
-        fields = ", ".join(f"'{name}', s.{name}" for name in event.from_row)
-        payload = f"jsonb_set(p.payload, ARRAY['data'], (p.payload -> 'data') || jsonb_build_object({fields}))"
+        payload = f"jsonb_set(p.payload, ARRAY['data'], (p.payload -> 'data') || {_fields_of_s(event.from_row)})"
         created_at = "p.created_at"
     source_rows = (
         f"{source} AS s, LATERAL (SELECT {{}}::jsonb AS payload, {{}}::timestamptz AS created_at) AS p"
@@ -59,11 +56,7 @@ def recording_each(source: str, from_row: tuple[str, ...]) -> str:
     """``recording``'s two CTEs for many events at once: one per row the CTE ``source`` yields, which carries the
     event's own ``event_id``, ``workspace_id``, ``type``, ``payload`` (JSON text) and ``created_at``, the
     credential's ``id``, and the ``from_row`` columns added to the payload's data. No parameters."""
-    _check_names(from_row)
-    fields = ", ".join(f"'{name}', s.{name}" for name in from_row)
-    payload = (
-        f"jsonb_set(s.payload::jsonb, ARRAY['data'], (s.payload::jsonb -> 'data') || jsonb_build_object({fields}))"
-    )
+    payload = f"jsonb_set(s.payload::jsonb, ARRAY['data'], (s.payload::jsonb -> 'data') || {_fields_of_s(from_row)})"
     return (
         "e AS (INSERT INTO event (id, workspace_id, type, credential_id, payload, created_at) "
         f"SELECT s.event_id, s.workspace_id, s.type, s.id, {payload}, s.created_at FROM {source} AS s "
@@ -80,9 +73,11 @@ _DELIVERIES = (
 """The CTE ``d``: one delivery of each event of ``e`` per active subscription of its workspace that wants its type."""
 
 
-def _check_names(names: tuple[str, ...]) -> None:
+def _fields_of_s(names: tuple[str, ...]) -> str:
+    """A JSON object of the columns ``names`` of the row ``s``, each under its own name."""
     if not all(name.isidentifier() for name in names):
         raise ValueError(f"not column names: {names}")
+    return "jsonb_build_object(" + ", ".join(f"'{name}', s.{name}" for name in names) + ")"
 
 
 # The event, then one delivery per active subscription of its workspace that wants its type: one round trip.
